@@ -1,0 +1,570 @@
+//! Settings: the defaults in `config/default.toml`, overridden by `SIGNAL_GATE_*` variables.
+//!
+//! Every value is read as text and parsed here, so that a bad value stops start-up with a
+//! message naming the variable the operator has to fix (`SIGNAL_GATE_LIMITS__REGISTER_PER_IP:
+//! expected N/DURATION ...`). Secrets go straight into `secrecy` types and are never printed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::TrustedProxies;
+use crate::limits::Rate;
+
+/// The defaults, compiled in so that the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The prefix every variable of ours carries.
+pub const ENV_PREFIX: &str = "SIGNAL_GATE_";
+
+/// The whole effective configuration of the gate.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub mode: Mode,
+    pub trusted_proxies: TrustedProxies,
+    pub number_key: SecretString,
+    pub admin: AdminSettings,
+    pub upstream: UpstreamSettings,
+    pub hcaptcha: HcaptchaSettings,
+    pub database: DatabaseSettings,
+    pub limits: LimitSettings,
+}
+
+/// Whether refusals are enforced or only logged (issue: shadow mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub token: Option<SecretString>,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    pub url: Url,
+    /// The captcha string the gate hands signal-server once it has checked the client's own.
+    pub captcha: SecretString,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// What the gate does when hCaptcha cannot be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Closed,
+    Open,
+}
+
+#[derive(Clone, Debug)]
+pub struct HcaptchaSettings {
+    pub secret: SecretString,
+    pub sitekey: String,
+    pub verify_url: Url,
+    /// Accepted `hostname` values; empty accepts any.
+    pub hostnames: Vec<String>,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub token_lifetime: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub busy_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    pub register_per_ip: Rate,
+    pub register_per_number: Rate,
+    pub verify_per_ip: Rate,
+    pub verify_per_number: Rate,
+    pub wrong_codes_per_number: Rate,
+    pub wrong_codes_per_session: u32,
+    /// Waits between the codes sent to one number; the window's budget is one more send.
+    pub send_delays: Vec<Duration>,
+    pub send_window: Duration,
+    pub cache_capacity: u64,
+}
+
+/// A value that stops start-up, with the variable that holds it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Reads the defaults and the process environment.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first variable that is missing or malformed.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::from_env(std::env::vars().collect())
+    }
+
+    /// Reads the defaults and the given variables instead of the process environment, so
+    /// tests and the demo never touch global state.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_env(vars: HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let raw = RawSettings::read(vars)?;
+        raw.parse()
+    }
+
+    /// `SIGNAL_GATE_*` variables that match no setting, most likely typos.
+    pub fn unknown_variables(vars: impl Iterator<Item = String>) -> Vec<String> {
+        vars.filter(|name| name.starts_with(ENV_PREFIX))
+            .filter(|name| !KNOWN_VARIABLES.contains(&&name[ENV_PREFIX.len()..]))
+            .collect()
+    }
+
+    /// The effective configuration as `VARIABLE=value` lines, secrets masked.
+    pub fn describe(&self) -> Vec<String> {
+        let mask = |present: bool| if present { "<set>" } else { "<unset>" };
+        let limits = &self.limits;
+        let delays: Vec<String> = limits.send_delays.iter().map(|d| fmt_duration(*d)).collect();
+        let hostnames = self.hcaptcha.hostnames.join(",");
+        let pairs: Vec<(&str, String)> = vec![
+            ("LISTEN", self.listen.to_string()),
+            ("WORKERS", self.workers.to_string()),
+            ("MODE", format!("{:?}", self.mode).to_lowercase()),
+            ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
+            ("NUMBER_KEY", mask(true).into()),
+            ("ADMIN__LISTEN", self.admin.listen.to_string()),
+            ("ADMIN__TOKEN", mask(self.admin.token.is_some()).into()),
+            ("UPSTREAM__URL", self.upstream.url.to_string()),
+            ("UPSTREAM__CAPTCHA", mask(true).into()),
+            ("UPSTREAM__CONNECT_TIMEOUT", fmt_duration(self.upstream.connect_timeout)),
+            ("UPSTREAM__TIMEOUT", fmt_duration(self.upstream.timeout)),
+            ("HCAPTCHA__SECRET", mask(true).into()),
+            ("HCAPTCHA__SITEKEY", self.hcaptcha.sitekey.clone()),
+            ("HCAPTCHA__VERIFY_URL", self.hcaptcha.verify_url.to_string()),
+            ("HCAPTCHA__HOSTNAMES", hostnames),
+            ("HCAPTCHA__TIMEOUT", fmt_duration(self.hcaptcha.timeout)),
+            ("HCAPTCHA__ON_ERROR", format!("{:?}", self.hcaptcha.on_error).to_lowercase()),
+            ("HCAPTCHA__TOKEN_LIFETIME", fmt_duration(self.hcaptcha.token_lifetime)),
+            ("DATABASE__URL", self.database.url.clone()),
+            ("DATABASE__BUSY_TIMEOUT", fmt_duration(self.database.busy_timeout)),
+            ("LIMITS__REGISTER_PER_IP", limits.register_per_ip.to_string()),
+            ("LIMITS__REGISTER_PER_NUMBER", limits.register_per_number.to_string()),
+            ("LIMITS__VERIFY_PER_IP", limits.verify_per_ip.to_string()),
+            ("LIMITS__VERIFY_PER_NUMBER", limits.verify_per_number.to_string()),
+            ("LIMITS__WRONG_CODES_PER_NUMBER", limits.wrong_codes_per_number.to_string()),
+            ("LIMITS__WRONG_CODES_PER_SESSION", limits.wrong_codes_per_session.to_string()),
+            ("LIMITS__SEND_DELAYS", delays.join(",")),
+            ("LIMITS__SEND_WINDOW", fmt_duration(limits.send_window)),
+            ("LIMITS__CACHE_CAPACITY", limits.cache_capacity.to_string()),
+        ];
+        pairs.into_iter().map(|(name, value)| format!("{ENV_PREFIX}{name}={value}")).collect()
+    }
+}
+
+/// Every variable suffix we read, for the unknown-variable warning.
+const KNOWN_VARIABLES: &[&str] = &[
+    "LISTEN",
+    "WORKERS",
+    "MODE",
+    "TRUSTED_PROXIES",
+    "NUMBER_KEY",
+    "ADMIN__LISTEN",
+    "ADMIN__TOKEN",
+    "UPSTREAM__URL",
+    "UPSTREAM__CAPTCHA",
+    "UPSTREAM__CONNECT_TIMEOUT",
+    "UPSTREAM__TIMEOUT",
+    "HCAPTCHA__SECRET",
+    "HCAPTCHA__SITEKEY",
+    "HCAPTCHA__VERIFY_URL",
+    "HCAPTCHA__HOSTNAMES",
+    "HCAPTCHA__TIMEOUT",
+    "HCAPTCHA__ON_ERROR",
+    "HCAPTCHA__TOKEN_LIFETIME",
+    "DATABASE__URL",
+    "DATABASE__BUSY_TIMEOUT",
+    "LIMITS__REGISTER_PER_IP",
+    "LIMITS__REGISTER_PER_NUMBER",
+    "LIMITS__VERIFY_PER_IP",
+    "LIMITS__VERIFY_PER_NUMBER",
+    "LIMITS__WRONG_CODES_PER_NUMBER",
+    "LIMITS__WRONG_CODES_PER_SESSION",
+    "LIMITS__SEND_DELAYS",
+    "LIMITS__SEND_WINDOW",
+    "LIMITS__CACHE_CAPACITY",
+];
+
+/// The settings as text, exactly as the sources gave them.
+#[derive(Deserialize)]
+struct RawSettings {
+    listen: Option<String>,
+    workers: Option<String>,
+    mode: Option<String>,
+    trusted_proxies: Option<String>,
+    number_key: Option<SecretString>,
+    admin: HashMap<String, String>,
+    upstream: HashMap<String, String>,
+    hcaptcha: HashMap<String, String>,
+    database: HashMap<String, String>,
+    limits: HashMap<String, String>,
+}
+
+impl RawSettings {
+    fn read(vars: HashMap<String, String>) -> Result<RawSettings, ConfigError> {
+        let env = config::Environment::with_prefix("SIGNAL_GATE")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(vars));
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(env)
+            .build()
+            .map_err(|e| ConfigError {
+                variable: "SIGNAL_GATE_*".into(),
+                problem: format!("could not read the configuration: {e}"),
+            })?;
+        built.try_deserialize().map_err(|e| ConfigError {
+            variable: "SIGNAL_GATE_*".into(),
+            problem: format!("a section was given a plain value: {e}"),
+        })
+    }
+
+    fn parse(self) -> Result<Settings, ConfigError> {
+        let sections = Sections {
+            admin: self.admin,
+            upstream: self.upstream,
+            hcaptcha: self.hcaptcha,
+            database: self.database,
+            limits: self.limits,
+        };
+        Ok(Settings {
+            listen: parse_value("LISTEN", self.listen.as_deref())?,
+            workers: parse_workers(self.workers.as_deref())?,
+            mode: parse_mode(self.mode.as_deref())?,
+            trusted_proxies: parse_value("TRUSTED_PROXIES", Some(or_empty(&self.trusted_proxies)))?,
+            number_key: parse_number_key(self.number_key)?,
+            admin: sections.admin()?,
+            upstream: sections.upstream()?,
+            hcaptcha: sections.hcaptcha()?,
+            database: sections.database()?,
+            limits: sections.limits()?,
+        })
+    }
+}
+
+fn or_empty(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
+}
+
+struct Sections {
+    admin: HashMap<String, String>,
+    upstream: HashMap<String, String>,
+    hcaptcha: HashMap<String, String>,
+    database: HashMap<String, String>,
+    limits: HashMap<String, String>,
+}
+
+impl Sections {
+    fn admin(&self) -> Result<AdminSettings, ConfigError> {
+        let token = nonempty(&self.admin, "token").map(|t| SecretString::from(t.to_owned()));
+        if let Some(token) = &token {
+            if token.expose_secret().len() < 16 {
+                return Err(problem("ADMIN__TOKEN", "must be at least 16 characters"));
+            }
+        }
+        Ok(AdminSettings { listen: field(&self.admin, "ADMIN__LISTEN", "listen")?, token })
+    }
+
+    fn upstream(&self) -> Result<UpstreamSettings, ConfigError> {
+        let captcha = required(&self.upstream, "UPSTREAM__CAPTCHA", "captcha")?;
+        Ok(UpstreamSettings {
+            url: http_url(&self.upstream, "UPSTREAM__URL", "url")?,
+            captcha: SecretString::from(captcha.to_owned()),
+            connect_timeout: duration(&self.upstream, "UPSTREAM__CONNECT_TIMEOUT", "connect_timeout")?,
+            timeout: duration(&self.upstream, "UPSTREAM__TIMEOUT", "timeout")?,
+        })
+    }
+
+    fn hcaptcha(&self) -> Result<HcaptchaSettings, ConfigError> {
+        let section = &self.hcaptcha;
+        let secret = required(section, "HCAPTCHA__SECRET", "secret")?;
+        let hostnames = nonempty(section, "hostnames").unwrap_or("");
+        Ok(HcaptchaSettings {
+            secret: SecretString::from(secret.to_owned()),
+            sitekey: parse_sitekey(required(section, "HCAPTCHA__SITEKEY", "sitekey")?)?,
+            verify_url: http_url(section, "HCAPTCHA__VERIFY_URL", "verify_url")?,
+            hostnames: split_list(hostnames).map(str::to_ascii_lowercase).collect(),
+            timeout: duration(section, "HCAPTCHA__TIMEOUT", "timeout")?,
+            on_error: parse_on_error(required(section, "HCAPTCHA__ON_ERROR", "on_error")?)?,
+            token_lifetime: duration(section, "HCAPTCHA__TOKEN_LIFETIME", "token_lifetime")?,
+        })
+    }
+
+    fn database(&self) -> Result<DatabaseSettings, ConfigError> {
+        let url = required(&self.database, "DATABASE__URL", "url")?;
+        if !url.starts_with("sqlite:") {
+            return Err(problem("DATABASE__URL", "must be a sqlite: URL"));
+        }
+        Ok(DatabaseSettings {
+            url: url.to_owned(),
+            busy_timeout: duration(&self.database, "DATABASE__BUSY_TIMEOUT", "busy_timeout")?,
+        })
+    }
+
+    fn limits(&self) -> Result<LimitSettings, ConfigError> {
+        let l = &self.limits;
+        let per_session: u32 =
+            field(l, "LIMITS__WRONG_CODES_PER_SESSION", "wrong_codes_per_session")?;
+        if per_session == 0 {
+            return Err(problem("LIMITS__WRONG_CODES_PER_SESSION", "must be at least 1"));
+        }
+        let capacity: u64 = field(l, "LIMITS__CACHE_CAPACITY", "cache_capacity")?;
+        if capacity < 1000 {
+            return Err(problem("LIMITS__CACHE_CAPACITY", "must be at least 1000"));
+        }
+        Ok(LimitSettings {
+            register_per_ip: field(l, "LIMITS__REGISTER_PER_IP", "register_per_ip")?,
+            register_per_number: field(l, "LIMITS__REGISTER_PER_NUMBER", "register_per_number")?,
+            verify_per_ip: field(l, "LIMITS__VERIFY_PER_IP", "verify_per_ip")?,
+            verify_per_number: field(l, "LIMITS__VERIFY_PER_NUMBER", "verify_per_number")?,
+            wrong_codes_per_number: field(
+                l,
+                "LIMITS__WRONG_CODES_PER_NUMBER",
+                "wrong_codes_per_number",
+            )?,
+            wrong_codes_per_session: per_session,
+            send_delays: duration_list(l, "LIMITS__SEND_DELAYS", "send_delays")?,
+            send_window: duration(l, "LIMITS__SEND_WINDOW", "send_window")?,
+            cache_capacity: capacity,
+        })
+    }
+}
+
+fn problem(suffix: &str, text: impl Into<String>) -> ConfigError {
+    ConfigError { variable: format!("{ENV_PREFIX}{suffix}"), problem: text.into() }
+}
+
+fn nonempty<'a>(section: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    section.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn required<'a>(
+    section: &'a HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<&'a str, ConfigError> {
+    nonempty(section, key).ok_or_else(|| problem(suffix, "is required and not set"))
+}
+
+/// Parses one value with its `FromStr`, naming the variable on failure.
+fn parse_value<T>(suffix: &str, value: Option<&str>) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let value = value.map(str::trim).ok_or_else(|| problem(suffix, "is required and not set"))?;
+    value.parse().map_err(|e| problem(suffix, format!("{e} (got {value:?})")))
+}
+
+fn field<T>(section: &HashMap<String, String>, suffix: &str, key: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    parse_value(suffix, Some(required(section, suffix, key)?))
+}
+
+fn duration(
+    section: &HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    let text = required(section, suffix, key)?;
+    let value = parse_duration(text).map_err(|e| problem(suffix, e))?;
+    if value.is_zero() {
+        return Err(problem(suffix, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+fn duration_list(
+    section: &HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<Vec<Duration>, ConfigError> {
+    let text = nonempty(section, key).unwrap_or("");
+    split_list(text).map(|item| parse_duration(item).map_err(|e| problem(suffix, e))).collect()
+}
+
+fn http_url(section: &HashMap<String, String>, suffix: &str, key: &str) -> Result<Url, ConfigError> {
+    let url: Url = field(section, suffix, key)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(problem(suffix, format!("must be an http(s) URL with a host (got {url})")));
+    }
+    Ok(url)
+}
+
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// Parses `90s`, `10m`, `1h`, `1d`, or any form `humantime` reads.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("expected a duration like 30s, 10m, 1h or 1d: {e} (got {text:?})"))
+}
+
+/// Writes a duration the way the configuration reads it.
+pub fn fmt_duration(value: Duration) -> String {
+    humantime::format_duration(value).to_string().replace(' ', "")
+}
+
+fn parse_workers(value: Option<&str>) -> Result<usize, ConfigError> {
+    let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=512).contains(&n) => Ok(n),
+        _ => Err(problem("WORKERS", format!("expected a whole number from 1 to 512 (got {text:?})"))),
+    }
+}
+
+fn parse_mode(value: Option<&str>) -> Result<Mode, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("enforce") => Ok(Mode::Enforce),
+        Some("shadow") => Ok(Mode::Shadow),
+        Some(other) => Err(problem("MODE", format!("expected enforce or shadow (got {other:?})"))),
+    }
+}
+
+fn parse_on_error(value: &str) -> Result<OnError, ConfigError> {
+    match value {
+        "closed" => Ok(OnError::Closed),
+        "open" => Ok(OnError::Open),
+        other => Err(problem("HCAPTCHA__ON_ERROR", format!("expected closed or open (got {other:?})"))),
+    }
+}
+
+fn parse_sitekey(value: &str) -> Result<String, ConfigError> {
+    // hCaptcha site keys are UUIDs, and the siteverify client refuses anything else.
+    let groups: Vec<&str> = value.split('-').collect();
+    let shape = groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
+    if !shape || !groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(problem("HCAPTCHA__SITEKEY", format!("expected a UUID (got {value:?})")));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+fn parse_number_key(value: Option<SecretString>) -> Result<SecretString, ConfigError> {
+    let key = value.ok_or_else(|| problem("NUMBER_KEY", "is required and not set"))?;
+    if key.expose_secret().trim().len() < 32 {
+        return Err(problem("NUMBER_KEY", "must be at least 32 characters of random text"));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn required_vars() -> HashMap<String, String> {
+        [
+            ("SIGNAL_GATE_UPSTREAM__URL", "http://127.0.0.1:8081"),
+            ("SIGNAL_GATE_HCAPTCHA__SECRET", "0x0000000000000000000000000000000000000000"),
+            ("SIGNAL_GATE_HCAPTCHA__SITEKEY", "10000000-ffff-ffff-ffff-000000000001"),
+            ("SIGNAL_GATE_HCAPTCHA__VERIFY_URL", "http://127.0.0.1:8082/siteverify"),
+            ("SIGNAL_GATE_NUMBER_KEY", "a-test-key-that-is-long-enough-to-pass"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn the_defaults_match_the_design() {
+        let settings = Settings::from_env(required_vars()).expect("valid settings");
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.admin.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(settings.limits.register_per_ip.to_string(), "10/1h");
+        assert_eq!(settings.limits.register_per_number.to_string(), "5/1d");
+        assert_eq!(settings.limits.verify_per_ip.to_string(), "60/1h");
+        assert_eq!(settings.limits.wrong_codes_per_number.to_string(), "5/1h");
+        assert_eq!(settings.database.url, "sqlite://data/signal-gate.db");
+        assert_eq!(settings.hcaptcha.on_error, OnError::Closed);
+        assert!(settings.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn each_missing_required_variable_is_named() {
+        for name in required_vars().keys() {
+            let mut vars = required_vars();
+            vars.remove(name);
+            let error = Settings::from_env(vars).expect_err("must fail");
+            assert_eq!(&error.variable, name, "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases = [
+            ("SIGNAL_GATE_LIMITS__REGISTER_PER_IP", "ten per hour"),
+            ("SIGNAL_GATE_LIMITS__VERIFY_PER_IP", "0/1h"),
+            ("SIGNAL_GATE_LISTEN", "not an address"),
+            ("SIGNAL_GATE_WORKERS", "0"),
+            ("SIGNAL_GATE_TRUSTED_PROXIES", "10.0.0.0/8,banana"),
+            ("SIGNAL_GATE_UPSTREAM__URL", "ftp://127.0.0.1/"),
+            ("SIGNAL_GATE_UPSTREAM__TIMEOUT", "soon"),
+            ("SIGNAL_GATE_HCAPTCHA__ON_ERROR", "maybe"),
+            ("SIGNAL_GATE_NUMBER_KEY", "short"),
+            ("SIGNAL_GATE_MODE", "loud"),
+            ("SIGNAL_GATE_HCAPTCHA__SITEKEY", "not-a-uuid"),
+            ("SIGNAL_GATE_LIMITS__SEND_DELAYS", "1m,later"),
+        ];
+        for (name, value) in cases {
+            let mut vars = required_vars();
+            vars.insert(name.to_owned(), value.to_owned());
+            let error = Settings::from_env(vars).expect_err(name);
+            assert_eq!(error.variable, name, "{error}");
+        }
+    }
+
+    #[test]
+    fn debug_output_masks_every_secret() {
+        let mut vars = required_vars();
+        vars.insert("SIGNAL_GATE_ADMIN__TOKEN".into(), "admin-token-that-is-secret".into());
+        let settings = Settings::from_env(vars).expect("valid settings");
+        let shown = format!("{settings:?}\n{}", settings.describe().join("\n"));
+        for secret in ["0x0000000000000000000000000000000000000000", "long-enough-to-pass"] {
+            assert!(!shown.contains(secret), "secret leaked: {secret}");
+        }
+        assert!(!shown.contains("admin-token-that-is-secret"));
+        assert!(!shown.contains("signal-hcaptcha.noop"));
+    }
+
+    #[test]
+    fn unknown_variables_are_reported() {
+        let vars = ["SIGNAL_GATE_LIMITS__REGISTER_PER_IPP", "SIGNAL_GATE_LISTEN", "HOME"];
+        let unknown = Settings::unknown_variables(vars.iter().map(|v| v.to_string()));
+        assert_eq!(unknown, vec!["SIGNAL_GATE_LIMITS__REGISTER_PER_IPP".to_owned()]);
+    }
+}

@@ -1,0 +1,140 @@
+//! Decisions and their reason codes.
+//!
+//! Every request ends in one decision with one reason. The same reason code appears in the log
+//! line, the metric label and docs/api.md, so an operator can follow a refusal from a client's
+//! complaint to the rule that made it.
+
+use std::fmt;
+
+/// Why a request was approved or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Register: a code was requested upstream. Verify: the code was checked.
+    Approved,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidNumber,
+    CaptchaRequired,
+    CaptchaMalformed,
+    CaptchaSitekeyMismatch,
+    CaptchaReplayed,
+    CaptchaRejected,
+    CaptchaExpired,
+    CaptchaHostnameMismatch,
+    CaptchaUnavailable,
+    CaptchaMisconfigured,
+    RegisterPerIp,
+    RegisterPerNumber,
+    SendSchedule,
+    VerifyPerIp,
+    VerifyPerNumber,
+    WrongCodesPerSession,
+    WrongCodesPerNumber,
+    SessionNotFound,
+    UpstreamRejected,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    StorageUnavailable,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Approved => "approved",
+            Reason::InvalidRequest => "invalid_request",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::InvalidNumber => "invalid_number",
+            Reason::CaptchaRequired => "captcha_required",
+            Reason::CaptchaMalformed => "captcha_malformed",
+            Reason::CaptchaSitekeyMismatch => "captcha_sitekey_mismatch",
+            Reason::CaptchaReplayed => "captcha_replayed",
+            Reason::CaptchaRejected => "captcha_rejected",
+            Reason::CaptchaExpired => "captcha_expired",
+            Reason::CaptchaHostnameMismatch => "captcha_hostname_mismatch",
+            Reason::CaptchaUnavailable => "captcha_unavailable",
+            Reason::CaptchaMisconfigured => "captcha_misconfigured",
+            Reason::RegisterPerIp => "register_per_ip",
+            Reason::RegisterPerNumber => "register_per_number",
+            Reason::SendSchedule => "send_schedule",
+            Reason::VerifyPerIp => "verify_per_ip",
+            Reason::VerifyPerNumber => "verify_per_number",
+            Reason::WrongCodesPerSession => "wrong_codes_per_session",
+            Reason::WrongCodesPerNumber => "wrong_codes_per_number",
+            Reason::SessionNotFound => "session_not_found",
+            Reason::UpstreamRejected => "upstream_rejected",
+            Reason::UpstreamRateLimited => "upstream_rate_limited",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::StorageUnavailable => "storage_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The endpoint a decision was made on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Register,
+    Verify,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Register => "register",
+            Endpoint::Verify => "verify",
+        }
+    }
+}
+
+/// What one request's log line says; filled in as the pipeline learns more.
+pub struct DecisionLog {
+    endpoint: Endpoint,
+    address_block: String,
+    number: Option<String>,
+    calling_code: Option<u16>,
+    started: std::time::Instant,
+}
+
+impl DecisionLog {
+    pub fn new(endpoint: Endpoint, address_block: String) -> DecisionLog {
+        DecisionLog {
+            endpoint,
+            address_block,
+            number: None,
+            calling_code: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Names the number by its short keyed hash and its country code, never in full.
+    pub fn number(&mut self, short_hash: String, calling_code: u16) {
+        self.number = Some(short_hash);
+        self.calling_code = Some(calling_code);
+    }
+
+    /// Writes the one line of this decision.
+    pub fn finish(&self, reason: Reason, status: u16) {
+        let outcome = if reason == Reason::Approved { "approved" } else { "refused" };
+        tracing::info!(
+            target: "signal_gate::decision",
+            endpoint = self.endpoint.as_str(),
+            outcome,
+            reason = reason.as_str(),
+            status,
+            number = self.number.as_deref().unwrap_or("-"),
+            country = self.calling_code.unwrap_or(0),
+            address_block = %self.address_block,
+            elapsed_us = self.started.elapsed().as_micros() as u64,
+            "decision"
+        );
+    }
+}

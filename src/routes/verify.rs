@@ -1,0 +1,159 @@
+//! `POST /v1/verify`: check a code for a session the gate created for that number.
+//!
+//! A wrong-code unit is taken from the session's and the number's budgets before the code goes
+//! upstream, and given back if the code was right or was never checked. Taking it first is what
+//! keeps parallel guesses within the budget: they cannot all pass a check made before any of
+//! them is counted.
+
+use actix_web::web::{Data, Payload};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use super::body::{parse_json, read_bounded};
+use super::register::{spend, storage_failed, upstream_failed};
+use super::ApiError;
+use crate::decision::{DecisionLog, Endpoint, Reason};
+use crate::domain::{ClientAddress, NumberHash, PhoneNumber, SessionHash};
+use crate::gate::{client_context, Gate};
+use crate::limits::LimitRule;
+use crate::storage::{GuessClaim, GuessRefusal};
+
+/// Longest session id accepted; signal-server's are well under 100 characters.
+const MAX_SESSION_ID_CHARS: usize = 256;
+/// Longest code accepted; signal-server's codes have six digits.
+const MAX_CODE_CHARS: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct VerifyBody {
+    session_id: Option<String>,
+    number: Option<String>,
+    code: Option<String>,
+}
+
+struct VerifyRequest {
+    session_id: String,
+    number: PhoneNumber,
+    code: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyResponse {
+    session_id: String,
+    verified: bool,
+    next_verification_attempt: Option<u64>,
+}
+
+pub async fn verify(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
+    let address = gate.client_address(&request);
+    let mut log = DecisionLog::new(Endpoint::Verify, address.block_label());
+    match run(&request, payload, &gate, &address, &mut log).await {
+        Ok(answer) => {
+            log.finish(Reason::Approved, 200);
+            HttpResponse::Ok().json(answer)
+        }
+        Err(error) => {
+            log.finish(error.reason, error.status.as_u16());
+            error.error_response()
+        }
+    }
+}
+
+async fn run(
+    request: &HttpRequest,
+    payload: Payload,
+    gate: &Gate,
+    address: &ClientAddress,
+    log: &mut DecisionLog,
+) -> Result<VerifyResponse, ApiError> {
+    let body = read_bounded(request, payload).await?;
+    spend(gate, LimitRule::VerifyPerAddress, address.limit_key(), Reason::VerifyPerIp).await?;
+
+    let parsed = parse_request(parse_json(request, &body)?)?;
+    let number = gate.number_key.hash_number(&parsed.number);
+    log.number(number.short(), parsed.number.calling_code());
+    let session = gate.number_key.hash_session(&parsed.session_id);
+    check_session_owner(gate, &session, &number).await?;
+    spend(gate, LimitRule::VerifyPerNumber, number.limit_key(), Reason::VerifyPerNumber).await?;
+
+    let claim = claim_guess(gate, &session, &number).await?;
+    let context = client_context(request, address);
+    let checked = gate.upstream.submit_code(&parsed.session_id, &parsed.code, context).await;
+    let outcome = match checked {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            release_guess(gate, &claim).await;
+            return Err(upstream_failed("submit code", &error));
+        }
+    };
+    if outcome.verified {
+        release_guess(gate, &claim).await;
+        gate.store.mark_verified(&session, gate.now_ms()).await.map_err(storage_failed)?;
+    }
+    Ok(VerifyResponse {
+        session_id: parsed.session_id,
+        verified: outcome.verified,
+        next_verification_attempt: outcome.next_verification_attempt,
+    })
+}
+
+fn parse_request(body: VerifyBody) -> Result<VerifyRequest, ApiError> {
+    let invalid = || ApiError::refuse(Reason::InvalidRequest);
+    let (Some(session_id), Some(number), Some(code)) = (body.session_id, body.number, body.code)
+    else {
+        return Err(invalid());
+    };
+    // signal-server's ids are URL-safe base64 with padding.
+    let id_ok = !session_id.is_empty()
+        && session_id.len() <= MAX_SESSION_ID_CHARS
+        && session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b));
+    let code_ok = !code.is_empty()
+        && code.len() <= MAX_CODE_CHARS
+        && code.bytes().all(|b| b.is_ascii_digit());
+    if !id_ok || !code_ok {
+        return Err(invalid());
+    }
+    let number = PhoneNumber::parse(&number).map_err(|_| ApiError::refuse(Reason::InvalidNumber))?;
+    Ok(VerifyRequest { session_id, number, code })
+}
+
+/// The session must be one the gate created for this very number; any other answer looks the
+/// same, so a client cannot learn whose session an id is.
+async fn check_session_owner(
+    gate: &Gate,
+    session: &SessionHash,
+    number: &NumberHash,
+) -> Result<(), ApiError> {
+    let record = gate.store.find_session(session).await.map_err(storage_failed)?;
+    match record {
+        Some(record) if record.number == *number && record.expires_at > gate.now_ms() => Ok(()),
+        _ => Err(ApiError::refuse(Reason::SessionNotFound)),
+    }
+}
+
+async fn claim_guess(
+    gate: &Gate,
+    session: &SessionHash,
+    number: &NumberHash,
+) -> Result<GuessClaim, ApiError> {
+    let now = gate.now_ms();
+    match gate.store.claim_guess(session, number, now).await.map_err(storage_failed)? {
+        Ok(claim) => Ok(claim),
+        Err(GuessRefusal::NumberLocked { until }) => {
+            Err(ApiError::rate_limited(Reason::WrongCodesPerNumber, until.saturating_sub(now)))
+        }
+        Err(GuessRefusal::SessionSpent) => {
+            // The way on is a new code in a new session: say when the number may get one.
+            let open_at = gate.store.send_blocked_until(number, now).await.map_err(storage_failed)?;
+            let wait = open_at.map_or(0, |at| at.saturating_sub(now));
+            Err(ApiError::rate_limited(Reason::WrongCodesPerSession, wait))
+        }
+    }
+}
+
+async fn release_guess(gate: &Gate, claim: &GuessClaim) {
+    if let Err(error) = gate.store.release_guess(claim).await {
+        tracing::error!(error = %error, number = %claim.number.short(), "could not release a guess");
+    }
+}

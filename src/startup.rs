@@ -1,0 +1,152 @@
+//! Wiring: builds the gate from [`Settings`], binds both listeners and holds the route tables.
+//! Tests and the demo run exactly this, on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpResponse, HttpServer};
+use anyhow::Context;
+use serde_json::json;
+
+use crate::clock::{Clock, SystemClock};
+use crate::configuration::Settings;
+use crate::gate::Gate;
+use crate::limits::{LimitRule, MemoryLimitStore, Rate};
+use crate::routes;
+use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
+
+/// How long in-flight requests get to finish after SIGTERM.
+const SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// A built gate, bound and ready to run.
+pub struct Application {
+    port: u16,
+    admin_port: u16,
+    server: Server,
+    admin: Server,
+}
+
+impl Application {
+    /// # Errors
+    /// When the database cannot be opened or a listener cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the clock every decision reads.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
+        let limits = &settings.limits;
+        let store = SqliteStore::open(
+            &settings.database.url,
+            settings.database.busy_timeout,
+            SendSchedule::new(&limits.send_delays, limits.send_window),
+            GuessBudget::new(limits.wrong_codes_per_number, limits.wrong_codes_per_session),
+        )
+        .await?;
+        let rates = limit_rates(&settings);
+        let limit_store = Arc::new(MemoryLimitStore::new(&rates, limits.cache_capacity));
+        let gate = Gate::new(&settings, clock, limit_store, Arc::new(store.clone()))?;
+
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("could not listen on SIGNAL_GATE_LISTEN={}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin.listen).with_context(|| {
+            format!("could not listen on SIGNAL_GATE_ADMIN__LISTEN={}", settings.admin.listen)
+        })?;
+        let port = listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
+        let server = client_server(listener, Data::new(gate), settings.workers)?;
+        let admin = admin_server(admin_listener, store)?;
+        Ok(Application { port, admin_port, server, admin })
+    }
+
+    /// The client API's port, the real one when the settings asked for port 0.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains in-flight requests.
+    ///
+    /// # Errors
+    /// When a server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin_handle = self.admin.handle();
+        let result = self.server.await;
+        admin_handle.stop(true).await;
+        result
+    }
+}
+
+fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
+    let l = &settings.limits;
+    vec![
+        (LimitRule::RegisterPerAddress, l.register_per_ip),
+        (LimitRule::RegisterPerNumber, l.register_per_number),
+        (LimitRule::VerifyPerAddress, l.verify_per_ip),
+        (LimitRule::VerifyPerNumber, l.verify_per_number),
+    ]
+}
+
+fn client_server(listener: TcpListener, gate: Data<Gate>, workers: usize) -> anyhow::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(gate.clone())
+            .route("/v1/register", web::post().to(routes::register))
+            .route("/v1/verify", web::post().to(routes::verify))
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+fn admin_server(listener: TcpListener, store: SqliteStore) -> anyhow::Result<Server> {
+    let store = Data::new(store);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(store.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"code": "not_found", "message": "No such endpoint."}))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "alive"}))
+}
+
+/// Ready when the database answers a write.
+async fn readyz(store: Data<SqliteStore>) -> HttpResponse {
+    let probe = sqlx::query("PRAGMA user_version = 0").execute(store.pool()).await;
+    match probe {
+        Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "reason": "database not writable"}))
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Persisted per-number state: send schedules, sessions, wrong-code counts.
+//!
+//! The pipeline talks to a [`GateStore`] only. The SQLite store is the one shipped; a shared
+//! store for several gates can implement the same trait. The decisions themselves are pure
+//! functions in [`policy`], so every store applies exactly the same rules.
+
+pub mod policy;
+mod sqlite;
+
+pub use policy::{GuessBudget, GuessRefusal, SendSchedule};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+use crate::domain::{NumberHash, SessionHash};
+use policy::{GuessState, SendState};
+
+/// Storage could not answer; the client gets a 503 and nothing is let through.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(#[from] pub sqlx::Error);
+
+/// A send slot taken from a number's schedule, to be given back if no code went out.
+#[derive(Clone, Debug)]
+pub struct SendClaim {
+    pub number: NumberHash,
+    pub before: Option<SendState>,
+    pub after: SendState,
+}
+
+/// One wrong-code unit taken from a session's and a number's budgets before the code is
+/// checked, to be given back if the code was right or was never checked.
+#[derive(Clone, Debug)]
+pub struct GuessClaim {
+    pub session: SessionHash,
+    pub number: NumberHash,
+    pub after: GuessState,
+}
+
+/// What the gate knows of a session it created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub number: NumberHash,
+    pub expires_at: u64,
+    pub wrong_codes: u32,
+    pub verified: bool,
+}
+
+#[async_trait]
+pub trait GateStore: Send + Sync {
+    /// When the number may next be sent a code, if not now; spends nothing.
+    async fn send_blocked_until(&self, number: &NumberHash, now: u64)
+        -> Result<Option<u64>, StoreError>;
+
+    /// Takes the next send slot of the number's schedule in one atomic step, or says when the
+    /// next one opens.
+    async fn claim_send(&self, number: &NumberHash, now: u64)
+        -> Result<Result<SendClaim, u64>, StoreError>;
+
+    /// Gives a claimed slot back because no code was sent.
+    async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError>;
+
+    async fn create_session(
+        &self,
+        session: &SessionHash,
+        number: &NumberHash,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+
+    async fn find_session(&self, session: &SessionHash)
+        -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Takes one wrong-code unit from the session and the number in one atomic step.
+    async fn claim_guess(&self, session: &SessionHash, number: &NumberHash, now: u64)
+        -> Result<Result<GuessClaim, GuessRefusal>, StoreError>;
+
+    /// Gives the unit back: the code was right, or it was never checked.
+    async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError>;
+
+    async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError>;
+}

@@ -1,0 +1,308 @@
+//! The SQLite [`GateStore`]: one file, WAL journal, a busy timeout, and a single writer
+//! connection, so every read-decide-write step runs alone and no client ever sees "database is
+//! locked". The file and its directory are created readable by their owner only.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::policy::{GuessState, SendState};
+use super::{
+    GateStore, GuessBudget, GuessClaim, GuessRefusal, SendClaim, SendSchedule, SessionRecord,
+    StoreError,
+};
+use crate::domain::{NumberHash, SessionHash};
+
+/// The per-number state kept in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    schedule: SendSchedule,
+    guesses: GuessBudget,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    ///
+    /// # Errors
+    /// When the file cannot be created or opened, or a migration fails.
+    pub async fn open(
+        url: &str,
+        busy_timeout: Duration,
+        schedule: SendSchedule,
+        guesses: GuessBudget,
+    ) -> anyhow::Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("SIGNAL_GATE_DATABASE__URL is not a SQLite URL: {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout);
+        prepare_owner_only_file(options.get_filename())?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(busy_timeout)
+            .connect_with(options)
+            .await
+            .context("could not open the database")?;
+        sqlx::migrate!("./migrations").run(&pool).await.context("database migration failed")?;
+        Ok(SqliteStore { pool, schedule, guesses })
+    }
+
+    /// The pool, for maintenance jobs and health checks.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Creates the directory (0700) and the file (0600) before SQLite does, so neither is ever
+/// readable by others, whatever the umask.
+fn prepare_owner_only_file(path: &Path) -> anyhow::Result<()> {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("could not create the database directory {}", dir.display()))?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("could not create the database file {}", path.display()))?;
+    std::fs::set_permissions(path, Permissions::from_mode(0o600))
+        .with_context(|| format!("could not make {} owner-only", path.display()))
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn as_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn send_state(row: &sqlx::sqlite::SqliteRow) -> Result<SendState, sqlx::Error> {
+    Ok(SendState {
+        window_start: as_u64(row.try_get("window_start")?),
+        sends: row.try_get::<i64, _>("sends")?.clamp(0, i64::from(u32::MAX)) as u32,
+        next_send_at: as_u64(row.try_get("next_send_at")?),
+    })
+}
+
+impl SqliteStore {
+    async fn read_send_state(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        number: &NumberHash,
+    ) -> Result<Option<SendState>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT window_start, sends, next_send_at FROM send_schedules WHERE number_hash = ?",
+        )
+        .bind(&number.as_bytes()[..])
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.as_ref().map(send_state).transpose()
+    }
+}
+
+#[async_trait]
+impl GateStore for SqliteStore {
+    async fn send_blocked_until(
+        &self,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let state = self.read_send_state(&mut conn, number).await?;
+        Ok(self.schedule.decide(state, now).err())
+    }
+
+    async fn claim_send(
+        &self,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Result<SendClaim, u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before = self.read_send_state(&mut tx, number).await?;
+        let after = match self.schedule.decide(before, now) {
+            Ok(after) => after,
+            Err(open_at) => return Ok(Err(open_at)),
+        };
+        sqlx::query(
+            "INSERT INTO send_schedules (number_hash, window_start, sends, next_send_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (number_hash) DO UPDATE
+             SET window_start = ?2, sends = ?3, next_send_at = ?4",
+        )
+        .bind(&number.as_bytes()[..])
+        .bind(as_i64(after.window_start))
+        .bind(i64::from(after.sends))
+        .bind(as_i64(after.next_send_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(SendClaim { number: *number, before, after }))
+    }
+
+    async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError> {
+        // Only undo our own write: the row must still hold exactly what the claim wrote.
+        let after = claim.after;
+        let statement = match claim.before {
+            None => "DELETE FROM send_schedules
+                     WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
+                       AND next_send_at = ?4",
+            Some(_) => "UPDATE send_schedules SET window_start = ?5, sends = ?6, next_send_at = ?7
+                        WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
+                          AND next_send_at = ?4",
+        };
+        let before = claim.before.unwrap_or(after);
+        sqlx::query(statement)
+            .bind(&claim.number.as_bytes()[..])
+            .bind(as_i64(after.window_start))
+            .bind(i64::from(after.sends))
+            .bind(as_i64(after.next_send_at))
+            .bind(as_i64(before.window_start))
+            .bind(i64::from(before.sends))
+            .bind(as_i64(before.next_send_at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionHash,
+        number: &NumberHash,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        // signal-server may hand out the same id again only for the same session; keep the
+        // first owner rather than letting a second number take it over.
+        sqlx::query(
+            "INSERT INTO sessions (session_hash, number_hash, created_at, expires_at)
+             VALUES (?, ?, ?, ?) ON CONFLICT (session_hash) DO NOTHING",
+        )
+        .bind(&session.as_bytes()[..])
+        .bind(&number.as_bytes()[..])
+        .bind(as_i64(now))
+        .bind(as_i64(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_session(
+        &self,
+        session: &SessionHash,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT number_hash, expires_at, wrong_codes, verified_at
+             FROM sessions WHERE session_hash = ?",
+        )
+        .bind(&session.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let number: Vec<u8> = row.try_get("number_hash")?;
+        let Some(number) = NumberHash::from_bytes(&number) else { return Ok(None) };
+        Ok(Some(SessionRecord {
+            number,
+            expires_at: as_u64(row.try_get("expires_at")?),
+            wrong_codes: row.try_get::<i64, _>("wrong_codes")?.clamp(0, 1 << 20) as u32,
+            verified: row.try_get::<Option<i64>, _>("verified_at")?.is_some(),
+        }))
+    }
+
+    async fn claim_guess(
+        &self,
+        session: &SessionHash,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Result<GuessClaim, GuessRefusal>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let session_wrong: i64 =
+            sqlx::query_scalar("SELECT wrong_codes FROM sessions WHERE session_hash = ?")
+                .bind(&session.as_bytes()[..])
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+        let number_row =
+            sqlx::query("SELECT window_start, count FROM wrong_codes WHERE number_hash = ?")
+                .bind(&number.as_bytes()[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        let number_state = match number_row {
+            Some(row) => Some(GuessState {
+                window_start: as_u64(row.try_get("window_start")?),
+                count: row.try_get::<i64, _>("count")?.clamp(0, 1 << 20) as u32,
+            }),
+            None => None,
+        };
+        let session_wrong = session_wrong.clamp(0, 1 << 20) as u32;
+        let after = match self.guesses.decide(number_state, session_wrong, now) {
+            Ok(after) => after,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        sqlx::query("UPDATE sessions SET wrong_codes = wrong_codes + 1 WHERE session_hash = ?")
+            .bind(&session.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO wrong_codes (number_hash, window_start, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT (number_hash) DO UPDATE SET window_start = ?2, count = ?3",
+        )
+        .bind(&number.as_bytes()[..])
+        .bind(as_i64(after.window_start))
+        .bind(i64::from(after.count))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(GuessClaim { session: *session, number: *number, after }))
+    }
+
+    async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE sessions SET wrong_codes = wrong_codes - 1
+             WHERE session_hash = ? AND wrong_codes > 0",
+        )
+        .bind(&claim.session.as_bytes()[..])
+        .execute(&mut *tx)
+        .await?;
+        // A window that has rolled over since the claim has nothing of ours to give back.
+        sqlx::query(
+            "UPDATE wrong_codes SET count = count - 1
+             WHERE number_hash = ? AND window_start = ? AND count > 0",
+        )
+        .bind(&claim.number.as_bytes()[..])
+        .bind(as_i64(claim.after.window_start))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET verified_at = ? WHERE session_hash = ? AND verified_at IS NULL",
+        )
+        .bind(as_i64(now))
+        .bind(&session.as_bytes()[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
