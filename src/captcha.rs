@@ -78,7 +78,10 @@ impl CaptchaVerifier {
         client: &ClientAddress,
         now_ms: u64,
     ) -> Result<CaptchaPass, Reason> {
-        if token.site_key().is_some_and(|key| !key.eq_ignore_ascii_case(&self.sitekey)) {
+        if token
+            .site_key()
+            .is_some_and(|key| !key.eq_ignore_ascii_case(&self.sitekey))
+        {
             return Err(Reason::CaptchaSitekeyMismatch);
         }
         let fingerprint: [u8; 32] = Sha256::digest(token.response().as_bytes()).into();
@@ -88,7 +91,10 @@ impl CaptchaVerifier {
         match self.ask_provider(token, client).await {
             Ok(answer) => self.check_answer(&answer, now_ms),
             Err(Reason::CaptchaUnavailable) if self.on_error == OnError::Open => {
-                tracing::warn!(reason = "captcha_unavailable", "hCaptcha unreachable; failing open");
+                tracing::warn!(
+                    reason = "captcha_unavailable",
+                    "hCaptcha unreachable; failing open"
+                );
                 Ok(CaptchaPass::FailedOpen)
             }
             Err(reason) => Err(reason),
@@ -100,20 +106,21 @@ impl CaptchaVerifier {
         token: &CaptchaToken,
         client: &ClientAddress,
     ) -> Result<hcaptcha::Response, Reason> {
-        let request = hcaptcha::Request::new_from_response(
-            self.secret.expose_secret(),
-            token.response(),
-        )
-        .and_then(|r| r.set_remoteip(&client.ip().to_string()))
-        .and_then(|r| r.set_sitekey(&self.sitekey))
-        .map_err(|e| {
-            tracing::error!(error = %e, "could not build the siteverify request");
-            Reason::CaptchaMisconfigured
-        })?;
+        let request =
+            hcaptcha::Request::new_from_response(self.secret.expose_secret(), token.response())
+                .and_then(|r| r.set_remoteip(&client.ip().to_string()))
+                .and_then(|r| r.set_sitekey(&self.sitekey))
+                .map_err(|e| {
+                    tracing::error!(error = %e, "could not build the siteverify request");
+                    Reason::CaptchaMisconfigured
+                })?;
         let answer = tokio::time::timeout(self.timeout, self.client.verify_request(request)).await;
         match answer {
             Err(_) => {
-                tracing::warn!(timeout_ms = self.timeout.as_millis() as u64, "siteverify timed out");
+                tracing::warn!(
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "siteverify timed out"
+                );
                 Err(Reason::CaptchaUnavailable)
             }
             Ok(Ok(answer)) => Ok(answer),
@@ -125,7 +132,11 @@ impl CaptchaVerifier {
         }
     }
 
-    fn check_answer(&self, answer: &hcaptcha::Response, now_ms: u64) -> Result<CaptchaPass, Reason> {
+    fn check_answer(
+        &self,
+        answer: &hcaptcha::Response,
+        now_ms: u64,
+    ) -> Result<CaptchaPass, Reason> {
         if !self.hostnames.is_empty() {
             let hostname = answer.hostname().unwrap_or_default().to_ascii_lowercase();
             if !self.hostnames.contains(&hostname) {
@@ -162,7 +173,11 @@ fn classify_codes(codes: &HashSet<Code>) -> Reason {
         tracing::error!(codes = ?codes, "hCaptcha refused the gate's secret or site key");
         return Reason::CaptchaMisconfigured;
     }
-    let is = |name: &str| codes.iter().any(|c| matches!(c, Code::Unknown(t) if t == name));
+    let is = |name: &str| {
+        codes
+            .iter()
+            .any(|c| matches!(c, Code::Unknown(t) if t == name))
+    };
     if is("expired-input-response") {
         Reason::CaptchaExpired
     } else if is("already-seen-response") || codes.contains(&Code::InvalidAlreadySeen) {
@@ -189,12 +204,24 @@ mod tests {
         let cases = [
             (set(&[Code::InvalidResponse]), Reason::CaptchaRejected),
             (set(&[Code::MissingResponse]), Reason::CaptchaRejected),
-            (set(&[unknown("expired-input-response")]), Reason::CaptchaExpired),
-            (set(&[unknown("already-seen-response")]), Reason::CaptchaReplayed),
+            (
+                set(&[unknown("expired-input-response")]),
+                Reason::CaptchaExpired,
+            ),
+            (
+                set(&[unknown("already-seen-response")]),
+                Reason::CaptchaReplayed,
+            ),
             (set(&[Code::InvalidAlreadySeen]), Reason::CaptchaReplayed),
-            (set(&[unknown("not-using-dummy-secret")]), Reason::CaptchaRejected),
+            (
+                set(&[unknown("not-using-dummy-secret")]),
+                Reason::CaptchaRejected,
+            ),
             (set(&[Code::InvalidSecret]), Reason::CaptchaMisconfigured),
-            (set(&[Code::SiteSecretMismatch]), Reason::CaptchaMisconfigured),
+            (
+                set(&[Code::SiteSecretMismatch]),
+                Reason::CaptchaMisconfigured,
+            ),
         ];
         for (codes, expected) in cases {
             assert_eq!(classify_codes(&codes), expected, "{codes:?}");
@@ -204,7 +231,10 @@ mod tests {
     #[test]
     fn challenge_timestamps_parse_in_the_forms_hcaptcha_uses() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:10Z"), Some(10_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:10.500+00:00"), Some(10_500));
+        assert_eq!(
+            parse_timestamp("1970-01-01T00:00:10.500+00:00"),
+            Some(10_500)
+        );
         assert_eq!(parse_timestamp("yesterday"), None);
     }
 }

@@ -144,7 +144,11 @@ impl Settings {
     pub fn describe(&self) -> Vec<String> {
         let mask = |present: bool| if present { "<set>" } else { "<unset>" };
         let limits = &self.limits;
-        let delays: Vec<String> = limits.send_delays.iter().map(|d| fmt_duration(*d)).collect();
+        let delays: Vec<String> = limits
+            .send_delays
+            .iter()
+            .map(|d| fmt_duration(*d))
+            .collect();
         let hostnames = self.hcaptcha.hostnames.join(",");
         let pairs: Vec<(&str, String)> = vec![
             ("LISTEN", self.listen.to_string()),
@@ -156,28 +160,58 @@ impl Settings {
             ("ADMIN__TOKEN", mask(self.admin.token.is_some()).into()),
             ("UPSTREAM__URL", self.upstream.url.to_string()),
             ("UPSTREAM__CAPTCHA", mask(true).into()),
-            ("UPSTREAM__CONNECT_TIMEOUT", fmt_duration(self.upstream.connect_timeout)),
+            (
+                "UPSTREAM__CONNECT_TIMEOUT",
+                fmt_duration(self.upstream.connect_timeout),
+            ),
             ("UPSTREAM__TIMEOUT", fmt_duration(self.upstream.timeout)),
             ("HCAPTCHA__SECRET", mask(true).into()),
             ("HCAPTCHA__SITEKEY", self.hcaptcha.sitekey.clone()),
             ("HCAPTCHA__VERIFY_URL", self.hcaptcha.verify_url.to_string()),
             ("HCAPTCHA__HOSTNAMES", hostnames),
             ("HCAPTCHA__TIMEOUT", fmt_duration(self.hcaptcha.timeout)),
-            ("HCAPTCHA__ON_ERROR", format!("{:?}", self.hcaptcha.on_error).to_lowercase()),
-            ("HCAPTCHA__TOKEN_LIFETIME", fmt_duration(self.hcaptcha.token_lifetime)),
+            (
+                "HCAPTCHA__ON_ERROR",
+                format!("{:?}", self.hcaptcha.on_error).to_lowercase(),
+            ),
+            (
+                "HCAPTCHA__TOKEN_LIFETIME",
+                fmt_duration(self.hcaptcha.token_lifetime),
+            ),
             ("DATABASE__URL", self.database.url.clone()),
-            ("DATABASE__BUSY_TIMEOUT", fmt_duration(self.database.busy_timeout)),
-            ("LIMITS__REGISTER_PER_IP", limits.register_per_ip.to_string()),
-            ("LIMITS__REGISTER_PER_NUMBER", limits.register_per_number.to_string()),
+            (
+                "DATABASE__BUSY_TIMEOUT",
+                fmt_duration(self.database.busy_timeout),
+            ),
+            (
+                "LIMITS__REGISTER_PER_IP",
+                limits.register_per_ip.to_string(),
+            ),
+            (
+                "LIMITS__REGISTER_PER_NUMBER",
+                limits.register_per_number.to_string(),
+            ),
             ("LIMITS__VERIFY_PER_IP", limits.verify_per_ip.to_string()),
-            ("LIMITS__VERIFY_PER_NUMBER", limits.verify_per_number.to_string()),
-            ("LIMITS__WRONG_CODES_PER_NUMBER", limits.wrong_codes_per_number.to_string()),
-            ("LIMITS__WRONG_CODES_PER_SESSION", limits.wrong_codes_per_session.to_string()),
+            (
+                "LIMITS__VERIFY_PER_NUMBER",
+                limits.verify_per_number.to_string(),
+            ),
+            (
+                "LIMITS__WRONG_CODES_PER_NUMBER",
+                limits.wrong_codes_per_number.to_string(),
+            ),
+            (
+                "LIMITS__WRONG_CODES_PER_SESSION",
+                limits.wrong_codes_per_session.to_string(),
+            ),
             ("LIMITS__SEND_DELAYS", delays.join(",")),
             ("LIMITS__SEND_WINDOW", fmt_duration(limits.send_window)),
             ("LIMITS__CACHE_CAPACITY", limits.cache_capacity.to_string()),
         ];
-        pairs.into_iter().map(|(name, value)| format!("{ENV_PREFIX}{name}={value}")).collect()
+        pairs
+            .into_iter()
+            .map(|(name, value)| format!("{ENV_PREFIX}{name}={value}"))
+            .collect()
     }
 }
 
@@ -292,7 +326,10 @@ impl Sections {
                 return Err(problem("ADMIN__TOKEN", "must be at least 16 characters"));
             }
         }
-        Ok(AdminSettings { listen: field(&self.admin, "ADMIN__LISTEN", "listen")?, token })
+        Ok(AdminSettings {
+            listen: field(&self.admin, "ADMIN__LISTEN", "listen")?,
+            token,
+        })
     }
 
     fn upstream(&self) -> Result<UpstreamSettings, ConfigError> {
@@ -300,7 +337,11 @@ impl Sections {
         Ok(UpstreamSettings {
             url: http_url(&self.upstream, "UPSTREAM__URL", "url")?,
             captcha: SecretString::from(captcha.to_owned()),
-            connect_timeout: duration(&self.upstream, "UPSTREAM__CONNECT_TIMEOUT", "connect_timeout")?,
+            connect_timeout: duration(
+                &self.upstream,
+                "UPSTREAM__CONNECT_TIMEOUT",
+                "connect_timeout",
+            )?,
             timeout: duration(&self.upstream, "UPSTREAM__TIMEOUT", "timeout")?,
         })
     }
@@ -333,10 +374,16 @@ impl Sections {
 
     fn limits(&self) -> Result<LimitSettings, ConfigError> {
         let l = &self.limits;
-        let per_session: u32 =
-            field(l, "LIMITS__WRONG_CODES_PER_SESSION", "wrong_codes_per_session")?;
+        let per_session: u32 = field(
+            l,
+            "LIMITS__WRONG_CODES_PER_SESSION",
+            "wrong_codes_per_session",
+        )?;
         if per_session == 0 {
-            return Err(problem("LIMITS__WRONG_CODES_PER_SESSION", "must be at least 1"));
+            return Err(problem(
+                "LIMITS__WRONG_CODES_PER_SESSION",
+                "must be at least 1",
+            ));
         }
         let capacity: u64 = field(l, "LIMITS__CACHE_CAPACITY", "cache_capacity")?;
         if capacity < 1000 {
@@ -361,7 +408,10 @@ impl Sections {
 }
 
 fn problem(suffix: &str, text: impl Into<String>) -> ConfigError {
-    ConfigError { variable: format!("{ENV_PREFIX}{suffix}"), problem: text.into() }
+    ConfigError {
+        variable: format!("{ENV_PREFIX}{suffix}"),
+        problem: text.into(),
+    }
 }
 
 fn nonempty<'a>(section: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
@@ -382,8 +432,12 @@ where
     T: FromStr,
     T::Err: fmt::Display,
 {
-    let value = value.map(str::trim).ok_or_else(|| problem(suffix, "is required and not set"))?;
-    value.parse().map_err(|e| problem(suffix, format!("{e} (got {value:?})")))
+    let value = value
+        .map(str::trim)
+        .ok_or_else(|| problem(suffix, "is required and not set"))?;
+    value
+        .parse()
+        .map_err(|e| problem(suffix, format!("{e} (got {value:?})")))
 }
 
 fn field<T>(section: &HashMap<String, String>, suffix: &str, key: &str) -> Result<T, ConfigError>
@@ -413,19 +467,30 @@ fn duration_list(
     key: &str,
 ) -> Result<Vec<Duration>, ConfigError> {
     let text = nonempty(section, key).unwrap_or("");
-    split_list(text).map(|item| parse_duration(item).map_err(|e| problem(suffix, e))).collect()
+    split_list(text)
+        .map(|item| parse_duration(item).map_err(|e| problem(suffix, e)))
+        .collect()
 }
 
-fn http_url(section: &HashMap<String, String>, suffix: &str, key: &str) -> Result<Url, ConfigError> {
+fn http_url(
+    section: &HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<Url, ConfigError> {
     let url: Url = field(section, suffix, key)?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(problem(suffix, format!("must be an http(s) URL with a host (got {url})")));
+        return Err(problem(
+            suffix,
+            format!("must be an http(s) URL with a host (got {url})"),
+        ));
     }
     Ok(url)
 }
 
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').map(str::trim).filter(|item| !item.is_empty())
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 /// Parses `90s`, `10m`, `1h`, `1d`, or any form `humantime` reads.
@@ -436,7 +501,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Writes a duration the way the configuration reads it.
 pub fn fmt_duration(value: Duration) -> String {
-    humantime::format_duration(value).to_string().replace(' ', "")
+    let millis = value.as_millis();
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    match units
+        .iter()
+        .find(|(size, _)| millis >= *size && millis.is_multiple_of(*size))
+    {
+        Some((size, unit)) => format!("{}{unit}", millis / size),
+        None => format!("{millis}ms"),
+    }
 }
 
 fn parse_workers(value: Option<&str>) -> Result<usize, ConfigError> {
@@ -445,7 +523,10 @@ fn parse_workers(value: Option<&str>) -> Result<usize, ConfigError> {
     };
     match text.parse::<usize>() {
         Ok(n) if (1..=512).contains(&n) => Ok(n),
-        _ => Err(problem("WORKERS", format!("expected a whole number from 1 to 512 (got {text:?})"))),
+        _ => Err(problem(
+            "WORKERS",
+            format!("expected a whole number from 1 to 512 (got {text:?})"),
+        )),
     }
 }
 
@@ -453,7 +534,10 @@ fn parse_mode(value: Option<&str>) -> Result<Mode, ConfigError> {
     match value.map(str::trim) {
         None | Some("enforce") => Ok(Mode::Enforce),
         Some("shadow") => Ok(Mode::Shadow),
-        Some(other) => Err(problem("MODE", format!("expected enforce or shadow (got {other:?})"))),
+        Some(other) => Err(problem(
+            "MODE",
+            format!("expected enforce or shadow (got {other:?})"),
+        )),
     }
 }
 
@@ -461,7 +545,10 @@ fn parse_on_error(value: &str) -> Result<OnError, ConfigError> {
     match value {
         "closed" => Ok(OnError::Closed),
         "open" => Ok(OnError::Open),
-        other => Err(problem("HCAPTCHA__ON_ERROR", format!("expected closed or open (got {other:?})"))),
+        other => Err(problem(
+            "HCAPTCHA__ON_ERROR",
+            format!("expected closed or open (got {other:?})"),
+        )),
     }
 }
 
@@ -469,8 +556,15 @@ fn parse_sitekey(value: &str) -> Result<String, ConfigError> {
     // hCaptcha site keys are UUIDs, and the siteverify client refuses anything else.
     let groups: Vec<&str> = value.split('-').collect();
     let shape = groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
-    if !shape || !groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
-        return Err(problem("HCAPTCHA__SITEKEY", format!("expected a UUID (got {value:?})")));
+    if !shape
+        || !groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(problem(
+            "HCAPTCHA__SITEKEY",
+            format!("expected a UUID (got {value:?})"),
+        ));
     }
     Ok(value.to_ascii_lowercase())
 }
@@ -478,7 +572,10 @@ fn parse_sitekey(value: &str) -> Result<String, ConfigError> {
 fn parse_number_key(value: Option<SecretString>) -> Result<SecretString, ConfigError> {
     let key = value.ok_or_else(|| problem("NUMBER_KEY", "is required and not set"))?;
     if key.expose_secret().trim().len() < 32 {
-        return Err(problem("NUMBER_KEY", "must be at least 32 characters of random text"));
+        return Err(problem(
+            "NUMBER_KEY",
+            "must be at least 32 characters of random text",
+        ));
     }
     Ok(key)
 }
@@ -490,10 +587,22 @@ mod tests {
     fn required_vars() -> HashMap<String, String> {
         [
             ("SIGNAL_GATE_UPSTREAM__URL", "http://127.0.0.1:8081"),
-            ("SIGNAL_GATE_HCAPTCHA__SECRET", "0x0000000000000000000000000000000000000000"),
-            ("SIGNAL_GATE_HCAPTCHA__SITEKEY", "10000000-ffff-ffff-ffff-000000000001"),
-            ("SIGNAL_GATE_HCAPTCHA__VERIFY_URL", "http://127.0.0.1:8082/siteverify"),
-            ("SIGNAL_GATE_NUMBER_KEY", "a-test-key-that-is-long-enough-to-pass"),
+            (
+                "SIGNAL_GATE_HCAPTCHA__SECRET",
+                "0x0000000000000000000000000000000000000000",
+            ),
+            (
+                "SIGNAL_GATE_HCAPTCHA__SITEKEY",
+                "10000000-ffff-ffff-ffff-000000000001",
+            ),
+            (
+                "SIGNAL_GATE_HCAPTCHA__VERIFY_URL",
+                "http://127.0.0.1:8082/siteverify",
+            ),
+            (
+                "SIGNAL_GATE_NUMBER_KEY",
+                "a-test-key-that-is-long-enough-to-pass",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -551,10 +660,16 @@ mod tests {
     #[test]
     fn debug_output_masks_every_secret() {
         let mut vars = required_vars();
-        vars.insert("SIGNAL_GATE_ADMIN__TOKEN".into(), "admin-token-that-is-secret".into());
+        vars.insert(
+            "SIGNAL_GATE_ADMIN__TOKEN".into(),
+            "admin-token-that-is-secret".into(),
+        );
         let settings = Settings::from_env(vars).expect("valid settings");
         let shown = format!("{settings:?}\n{}", settings.describe().join("\n"));
-        for secret in ["0x0000000000000000000000000000000000000000", "long-enough-to-pass"] {
+        for secret in [
+            "0x0000000000000000000000000000000000000000",
+            "long-enough-to-pass",
+        ] {
             assert!(!shown.contains(secret), "secret leaked: {secret}");
         }
         assert!(!shown.contains("admin-token-that-is-secret"));
@@ -563,8 +678,15 @@ mod tests {
 
     #[test]
     fn unknown_variables_are_reported() {
-        let vars = ["SIGNAL_GATE_LIMITS__REGISTER_PER_IPP", "SIGNAL_GATE_LISTEN", "HOME"];
+        let vars = [
+            "SIGNAL_GATE_LIMITS__REGISTER_PER_IPP",
+            "SIGNAL_GATE_LISTEN",
+            "HOME",
+        ];
         let unknown = Settings::unknown_variables(vars.iter().map(|v| v.to_string()));
-        assert_eq!(unknown, vec!["SIGNAL_GATE_LIMITS__REGISTER_PER_IPP".to_owned()]);
+        assert_eq!(
+            unknown,
+            vec!["SIGNAL_GATE_LIMITS__REGISTER_PER_IPP".to_owned()]
+        );
     }
 }

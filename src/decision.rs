@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Why a request was approved or refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// Register: a code was requested upstream. Verify: the code was checked.
     Approved,
@@ -123,7 +123,11 @@ impl DecisionLog {
 
     /// Writes the one line of this decision.
     pub fn finish(&self, reason: Reason, status: u16) {
-        let outcome = if reason == Reason::Approved { "approved" } else { "refused" };
+        let outcome = if reason == Reason::Approved {
+            "approved"
+        } else {
+            "refused"
+        };
         tracing::info!(
             target: "signal_gate::decision",
             endpoint = self.endpoint.as_str(),

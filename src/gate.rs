@@ -53,7 +53,9 @@ impl Gate {
 
     /// The client behind a request, as DESIGN.md resolves it.
     pub fn client_address(&self, request: &HttpRequest) -> ClientAddress {
-        let peer = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let peer = request
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         // A header line that is not text reads as garbage, which ends the walk safely.
         let lines: Vec<&str> = request
             .headers()

@@ -48,23 +48,35 @@ impl Application {
             &settings.database.url,
             settings.database.busy_timeout,
             SendSchedule::new(&limits.send_delays, limits.send_window),
-            GuessBudget::new(limits.wrong_codes_per_number, limits.wrong_codes_per_session),
+            GuessBudget::new(
+                limits.wrong_codes_per_number,
+                limits.wrong_codes_per_session,
+            ),
         )
         .await?;
         let rates = limit_rates(&settings);
         let limit_store = Arc::new(MemoryLimitStore::new(&rates, limits.cache_capacity));
         let gate = Gate::new(&settings, clock, limit_store, Arc::new(store.clone()))?;
 
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("could not listen on SIGNAL_GATE_LISTEN={}", settings.listen))?;
+        let listener = TcpListener::bind(settings.listen).with_context(|| {
+            format!("could not listen on SIGNAL_GATE_LISTEN={}", settings.listen)
+        })?;
         let admin_listener = TcpListener::bind(settings.admin.listen).with_context(|| {
-            format!("could not listen on SIGNAL_GATE_ADMIN__LISTEN={}", settings.admin.listen)
+            format!(
+                "could not listen on SIGNAL_GATE_ADMIN__LISTEN={}",
+                settings.admin.listen
+            )
         })?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
         let server = client_server(listener, Data::new(gate), settings.workers)?;
         let admin = admin_server(admin_listener, store)?;
-        Ok(Application { port, admin_port, server, admin })
+        Ok(Application {
+            port,
+            admin_port,
+            server,
+            admin,
+        })
     }
 
     /// The client API's port, the real one when the settings asked for port 0.
@@ -82,8 +94,10 @@ impl Application {
     /// When a server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let admin_handle = self.admin.handle();
+        let admin = tokio::spawn(self.admin);
         let result = self.server.await;
         admin_handle.stop(true).await;
+        let _ = admin.await;
         result
     }
 }
@@ -98,7 +112,11 @@ fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
     ]
 }
 
-fn client_server(listener: TcpListener, gate: Data<Gate>, workers: usize) -> anyhow::Result<Server> {
+fn client_server(
+    listener: TcpListener,
+    gate: Data<Gate>,
+    workers: usize,
+) -> anyhow::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(gate.clone())
@@ -140,7 +158,9 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers a write.
 async fn readyz(store: Data<SqliteStore>) -> HttpResponse {
-    let probe = sqlx::query("PRAGMA user_version = 0").execute(store.pool()).await;
+    let probe = sqlx::query("PRAGMA user_version = 0")
+        .execute(store.pool())
+        .await;
     match probe {
         Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(error) => {

@@ -8,7 +8,8 @@ const DEFAULT_FILTER: &str =
 
 /// Installs the global subscriber; call once, at start-up.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

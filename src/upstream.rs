@@ -38,7 +38,10 @@ pub struct UpstreamSession {
 pub enum UpstreamError {
     /// signal-server answered with a 4xx of its own.
     #[error("signal-server refused the request with {status}")]
-    Rejected { status: StatusCode, retry_after: Option<u64> },
+    Rejected {
+        status: StatusCode,
+        retry_after: Option<u64>,
+    },
     /// No usable answer: connection failure, 5xx, or a body that is not a session.
     #[error("signal-server is unavailable: {0}")]
     Unavailable(String),
@@ -70,7 +73,11 @@ impl UpstreamClient {
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(UpstreamClient { http, base: settings.url.clone(), captcha: settings.captcha.clone() })
+        Ok(UpstreamClient {
+            http,
+            base: settings.url.clone(),
+            captcha: settings.captcha.clone(),
+        })
     }
 
     /// `POST /v1/verification/session`.
@@ -83,7 +90,8 @@ impl UpstreamClient {
         struct Body<'a> {
             number: &'a str,
         }
-        self.call(Method::POST, &[], &Body { number: e164 }, client).await
+        self.call(Method::POST, &[], &Body { number: e164 }, client)
+            .await
     }
 
     /// `PATCH /v1/verification/session/{id}` with the gate's captcha string.
@@ -96,7 +104,9 @@ impl UpstreamClient {
         struct Body<'a> {
             captcha: &'a str,
         }
-        let body = Body { captcha: self.captcha.expose_secret() };
+        let body = Body {
+            captcha: self.captcha.expose_secret(),
+        };
         self.call(Method::PATCH, &[session_id], &body, client).await
     }
 
@@ -113,8 +123,12 @@ impl UpstreamClient {
             transport: &'a str,
             client: &'a str,
         }
-        let body = Body { transport, client: client_kind };
-        self.call(Method::POST, &[session_id, "code"], &body, client).await
+        let body = Body {
+            transport,
+            client: client_kind,
+        };
+        self.call(Method::POST, &[session_id, "code"], &body, client)
+            .await
     }
 
     /// `PUT /v1/verification/session/{id}/code`.
@@ -128,7 +142,8 @@ impl UpstreamClient {
         struct Body<'a> {
             code: &'a str,
         }
-        self.call(Method::PUT, &[session_id, "code"], &Body { code }, client).await
+        self.call(Method::PUT, &[session_id, "code"], &Body { code }, client)
+            .await
     }
 
     async fn call(
@@ -151,7 +166,10 @@ impl UpstreamClient {
         let retry_after = retry_after_seconds(response.headers());
         let bytes = read_bounded(response).await?;
         if status.is_client_error() {
-            return Err(UpstreamError::Rejected { status, retry_after });
+            return Err(UpstreamError::Rejected {
+                status,
+                retry_after,
+            });
         }
         if !status.is_success() {
             return Err(UpstreamError::Unavailable(format!("status {status}")));
@@ -179,7 +197,10 @@ fn forwarded_headers(client: ClientContext<'_>) -> HeaderMap {
     if let Ok(value) = client.address.to_string().parse() {
         headers.insert("x-forwarded-for", value);
     }
-    let pairs = [(USER_AGENT, client.user_agent), (ACCEPT_LANGUAGE, client.accept_language)];
+    let pairs = [
+        (USER_AGENT, client.user_agent),
+        (ACCEPT_LANGUAGE, client.accept_language),
+    ];
     for (name, value) in pairs {
         if let Some(Ok(value)) = value.map(str::parse) {
             headers.insert(name, value);

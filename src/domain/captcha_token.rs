@@ -48,7 +48,10 @@ impl CaptchaToken {
         if response.is_empty() || response.len() > MAX_TOKEN_BYTES || !printable {
             return Err(CaptchaTokenError::Malformed);
         }
-        Ok(CaptchaToken { response: SecretString::from(response.to_owned()), site_key })
+        Ok(CaptchaToken {
+            response: SecretString::from(response.to_owned()),
+            site_key,
+        })
     }
 
     /// The hCaptcha response token, for the one call that sends it to the provider.
@@ -71,7 +74,9 @@ fn split_signal_form(text: &str) -> Result<(Option<String>, &str), CaptchaTokenE
     };
     let key_ok = !site_key.is_empty()
         && site_key.len() <= 64
-        && site_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && site_key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !key_ok || action != REGISTRATION_ACTION {
         return Err(CaptchaTokenError::Malformed);
     }
@@ -98,13 +103,25 @@ mod tests {
     fn every_accepted_form_yields_the_token_and_its_site_key() {
         let cases = [
             ("P1_abc.def", None, "P1_abc.def"),
-            (&*format!("signal-hcaptcha.{KEY}.registration.P1_abc"), Some(KEY), "P1_abc"),
-            (&*format!("signalcaptcha://signal-hcaptcha.{KEY}.registration.a.b.c"), Some(KEY), "a.b.c"),
+            (
+                &*format!("signal-hcaptcha.{KEY}.registration.P1_abc"),
+                Some(KEY),
+                "P1_abc",
+            ),
+            (
+                &*format!("signalcaptcha://signal-hcaptcha.{KEY}.registration.a.b.c"),
+                Some(KEY),
+                "a.b.c",
+            ),
             ("signalcaptcha://raw-token", None, "raw-token"),
         ];
         for (input, key, token) in cases {
             let parsed = CaptchaToken::parse(input).expect(input);
-            assert_eq!((parsed.site_key(), parsed.response()), (key, token), "{input}");
+            assert_eq!(
+                (parsed.site_key(), parsed.response()),
+                (key, token),
+                "{input}"
+            );
         }
     }
 
@@ -119,15 +136,31 @@ mod tests {
             ("nul\u{0}inside", CaptchaTokenError::Malformed),
             ("tökén", CaptchaTokenError::Malformed),
             ("signal-hcaptcha.only-two", CaptchaTokenError::Malformed),
-            ("signal-hcaptcha.key.challenge.token", CaptchaTokenError::Malformed),
-            ("signal-hcaptcha.key.registration.", CaptchaTokenError::Malformed),
-            ("signal-hcaptcha..registration.token", CaptchaTokenError::Malformed),
-            ("signal-hcaptcha.k/y.registration.token", CaptchaTokenError::Malformed),
+            (
+                "signal-hcaptcha.key.challenge.token",
+                CaptchaTokenError::Malformed,
+            ),
+            (
+                "signal-hcaptcha.key.registration.",
+                CaptchaTokenError::Malformed,
+            ),
+            (
+                "signal-hcaptcha..registration.token",
+                CaptchaTokenError::Malformed,
+            ),
+            (
+                "signal-hcaptcha.k/y.registration.token",
+                CaptchaTokenError::Malformed,
+            ),
             ("signalcaptcha://", CaptchaTokenError::Malformed),
             (&*too_long, CaptchaTokenError::Malformed),
         ];
         for (input, expected) in cases {
-            assert_eq!(CaptchaToken::parse(input).map(|_| ()), Err(expected), "{input:?}");
+            assert_eq!(
+                CaptchaToken::parse(input).map(|_| ()),
+                Err(expected),
+                "{input:?}"
+            );
         }
     }
 

@@ -41,8 +41,13 @@ impl FromStr for TrustedProxies {
                 .map(|net| net.trunc())
                 .map_err(|_| format!("{item:?} is not a CIDR such as 10.0.0.0/8 or ::1/128"))
         };
-        let items = text.split(',').map(str::trim).filter(|item| !item.is_empty());
-        Ok(TrustedProxies(items.map(parse_one).collect::<Result<_, _>>()?))
+        let items = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty());
+        Ok(TrustedProxies(
+            items.map(parse_one).collect::<Result<_, _>>()?,
+        ))
     }
 }
 
@@ -126,7 +131,10 @@ fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
     if let Some(rest) = entry.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
         let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
-        return port_ok.then(|| inside.parse::<Ipv6Addr>().ok()).flatten().map(IpAddr::V6);
+        return port_ok
+            .then(|| inside.parse::<Ipv6Addr>().ok())
+            .flatten()
+            .map(IpAddr::V6);
     }
     let (host, port) = entry.rsplit_once(':')?;
     let v4: Ipv4Addr = host.parse().ok()?;
@@ -158,11 +166,31 @@ mod tests {
             ("203.0.113.9", &["198.51.100.1"], proxy, "203.0.113.9"),
             ("10.0.0.2", &[], proxy, "10.0.0.2"),
             ("10.0.0.2", &["198.51.100.1"], proxy, "198.51.100.1"),
-            ("10.0.0.2", &["1.1.1.1, 198.51.100.1"], proxy, "198.51.100.1"),
-            ("10.0.0.2", &["1.1.1.1", "198.51.100.1"], proxy, "198.51.100.1"),
-            ("10.0.0.2", &["198.51.100.1, 10.0.0.7"], proxy, "198.51.100.1"),
+            (
+                "10.0.0.2",
+                &["1.1.1.1, 198.51.100.1"],
+                proxy,
+                "198.51.100.1",
+            ),
+            (
+                "10.0.0.2",
+                &["1.1.1.1", "198.51.100.1"],
+                proxy,
+                "198.51.100.1",
+            ),
+            (
+                "10.0.0.2",
+                &["198.51.100.1, 10.0.0.7"],
+                proxy,
+                "198.51.100.1",
+            ),
             ("10.0.0.2", &["198.51.100.1, garbage"], proxy, "10.0.0.2"),
-            ("10.0.0.2", &["198.51.100.1, garbage, 10.0.0.9"], proxy, "10.0.0.9"),
+            (
+                "10.0.0.2",
+                &["198.51.100.1, garbage, 10.0.0.9"],
+                proxy,
+                "10.0.0.9",
+            ),
             ("10.0.0.2", &["10.0.0.5, 10.0.0.9"], proxy, "10.0.0.5"),
             ("10.0.0.2", &[""], proxy, "10.0.0.2"),
             ("10.0.0.2", &["[2001:db8::1]:443"], proxy, "2001:db8::1"),
@@ -184,7 +212,10 @@ mod tests {
         assert_eq!(one.limit_key(), two.limit_key());
         assert_ne!(one.limit_key(), other.limit_key());
         assert_eq!(one.block_label(), "2001:db8:1::/48");
-        assert_eq!(ClientAddress(ip("192.0.2.77")).block_label(), "192.0.2.0/24");
+        assert_eq!(
+            ClientAddress(ip("192.0.2.77")).block_label(),
+            "192.0.2.0/24"
+        );
     }
 
     #[test]
@@ -192,7 +223,10 @@ mod tests {
         let parsed: TrustedProxies = "127.0.0.1, ::1/128 ,10.1.2.3/8".parse().expect("valid");
         assert_eq!(parsed.to_string(), "127.0.0.1/32,::1/128,10.0.0.0/8");
         assert!("10.0.0.0/8,banana".parse::<TrustedProxies>().is_err());
-        assert!("".parse::<TrustedProxies>().expect("empty is fine").is_empty());
+        assert!(""
+            .parse::<TrustedProxies>()
+            .expect("empty is fine")
+            .is_empty());
     }
 
     proptest! {
@@ -210,7 +244,8 @@ mod tests {
             let trusted: TrustedProxies = "10.0.0.0/8".parse().expect("valid");
             let forged = Ipv4Addr::from(left).to_string();
             let line = format!("{forged}, {junk}");
-            let client = ClientAddress::resolve(ip("10.0.0.1"), [line.as_str()].into_iter(), &trusted);
+            let lines = [line.as_str()].into_iter();
+            let client = ClientAddress::resolve(ip("10.0.0.1"), lines, &trusted);
             prop_assert_eq!(client.ip(), ip("10.0.0.1"));
         }
     }

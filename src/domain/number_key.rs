@@ -107,7 +107,10 @@ mod tests {
         let two = NumberKey::new("second key of thirty-two characters!");
         assert_eq!(one.hash_number(&number), one.hash_number(&number));
         assert_ne!(one.hash_number(&number), two.hash_number(&number));
-        assert_ne!(one.hash_number(&number).0, one.hash_session(number.e164()).0);
+        assert_ne!(
+            one.hash_number(&number).0,
+            one.hash_session(number.e164()).0
+        );
         let shown = format!("{:?} {:?}", one.hash_number(&number), one);
         assert!(!shown.contains("7400123456") && !shown.contains("thirty"));
     }

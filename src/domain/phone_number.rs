@@ -47,8 +47,8 @@ impl PhoneNumber {
     /// A [`NumberError`] when the text is not one valid international number.
     pub fn parse(raw: &str) -> Result<PhoneNumber, NumberError> {
         let digits = international_digits(raw)?;
-        let parsed = phonenumber::parse(None, format!("+{digits}"))
-            .map_err(|_| NumberError::NotValid)?;
+        let parsed =
+            phonenumber::parse(None, format!("+{digits}")).map_err(|_| NumberError::NotValid)?;
         if parsed.extension().is_some() || !phonenumber::is_valid(&parsed) {
             return Err(NumberError::NotValid);
         }
@@ -119,7 +119,10 @@ fn international_digits(raw: &str) -> Result<String, NumberError> {
         return Ok(digits);
     }
     // Dialling prefixes: 00 in most of the world, 011 from the North American plan.
-    if let Some(rest) = digits.strip_prefix("011").or_else(|| digits.strip_prefix("00")) {
+    if let Some(rest) = digits
+        .strip_prefix("011")
+        .or_else(|| digits.strip_prefix("00"))
+    {
         if !rest.is_empty() && !rest.starts_with('0') {
             return Ok(rest.to_owned());
         }
@@ -190,15 +193,51 @@ mod tests {
             ("", NumberError::Empty, "nothing at all"),
             ("  - ", NumberError::Empty, "separators only"),
             ("07400 123456", NumberError::NoCountryCode, "national form"),
-            ("+44 7400 12345a", NumberError::UnexpectedCharacter, "a letter"),
-            ("+44 7400 123456;", NumberError::UnexpectedCharacter, "punctuation"),
-            ("44+7400123456", NumberError::UnexpectedCharacter, "a plus in the middle"),
-            ("++447400123456", NumberError::UnexpectedCharacter, "two pluses"),
-            ("+1 555 0100", NumberError::NotValid, "too short for its country"),
-            ("+999 1234567", NumberError::NotValid, "no such country code"),
-            ("+447400123456 ext. 12", NumberError::UnexpectedCharacter, "an extension"),
-            ("+4474001234567890123", NumberError::NotValid, "too long for E.164"),
-            ("+44 7400 123456\u{0}", NumberError::UnexpectedCharacter, "a NUL byte"),
+            (
+                "+44 7400 12345a",
+                NumberError::UnexpectedCharacter,
+                "a letter",
+            ),
+            (
+                "+44 7400 123456;",
+                NumberError::UnexpectedCharacter,
+                "punctuation",
+            ),
+            (
+                "44+7400123456",
+                NumberError::UnexpectedCharacter,
+                "a plus in the middle",
+            ),
+            (
+                "++447400123456",
+                NumberError::UnexpectedCharacter,
+                "two pluses",
+            ),
+            (
+                "+1 555 0100",
+                NumberError::NotValid,
+                "too short for its country",
+            ),
+            (
+                "+999 1234567",
+                NumberError::NotValid,
+                "no such country code",
+            ),
+            (
+                "+447400123456 ext. 12",
+                NumberError::UnexpectedCharacter,
+                "an extension",
+            ),
+            (
+                "+4474001234567890123",
+                NumberError::NotValid,
+                "too long for E.164",
+            ),
+            (
+                "+44 7400 123456\u{0}",
+                NumberError::UnexpectedCharacter,
+                "a NUL byte",
+            ),
         ];
         for (input, expected, why) in cases {
             assert_eq!(PhoneNumber::parse(input), Err(expected), "{why}: {input:?}");

@@ -34,7 +34,13 @@ impl MemoryLimitStore {
                     .max_capacity(capacity)
                     .time_to_idle(rate.period())
                     .build();
-                (*rule, RuleCache { gcra: Gcra::from(*rate), tats })
+                (
+                    *rule,
+                    RuleCache {
+                        gcra: Gcra::from(*rate),
+                        tats,
+                    },
+                )
             })
             .collect();
         MemoryLimitStore { rules }
@@ -61,8 +67,13 @@ impl MemoryLimitStore {
         });
         debug_assert!(matches!(
             (&result, verdict),
-            (CompResult::Inserted(_) | CompResult::ReplacedWith(_), Verdict::Allowed)
-                | (CompResult::Unchanged(_) | CompResult::StillNone(_), Verdict::Refused { .. })
+            (
+                CompResult::Inserted(_) | CompResult::ReplacedWith(_),
+                Verdict::Allowed
+            ) | (
+                CompResult::Unchanged(_) | CompResult::StillNone(_),
+                Verdict::Refused { .. }
+            )
         ));
         verdict
     }
@@ -85,9 +96,22 @@ impl LimitStore for MemoryLimitStore {
         self.decide(rule, key, now_ms, false)
     }
 
+    async fn refund(&self, rule: LimitRule, key: LimitKey, now_ms: u64) {
+        let Some(cache) = self.rules.get(&rule) else {
+            return;
+        };
+        cache.tats.entry(key).and_compute_with(|entry| match entry {
+            Some(entry) => Op::Put(cache.gcra.refund(entry.into_value(), now_ms)),
+            None => Op::Nop,
+        });
+    }
+
     fn tracked_keys(&self) -> Vec<(LimitRule, u64)> {
-        let mut counts: Vec<_> =
-            self.rules.iter().map(|(rule, c)| (*rule, c.tats.entry_count())).collect();
+        let mut counts: Vec<_> = self
+            .rules
+            .iter()
+            .map(|(rule, c)| (*rule, c.tats.entry_count()))
+            .collect();
         counts.sort_by_key(|(rule, _)| rule.name());
         counts
     }
@@ -101,18 +125,32 @@ mod tests {
 
     fn store(count: u32) -> Arc<MemoryLimitStore> {
         let rate = Rate::new(count, Duration::from_secs(3600));
-        Arc::new(MemoryLimitStore::new(&[(LimitRule::RegisterPerAddress, rate)], 10_000))
+        Arc::new(MemoryLimitStore::new(
+            &[(LimitRule::RegisterPerAddress, rate)],
+            10_000,
+        ))
     }
 
     #[tokio::test]
     async fn peeking_never_spends_the_budget() {
         let limits = store(1);
         for _ in 0..5 {
-            assert_eq!(limits.peek(LimitRule::RegisterPerAddress, 7, 0).await, Verdict::Allowed);
+            assert_eq!(
+                limits.peek(LimitRule::RegisterPerAddress, 7, 0).await,
+                Verdict::Allowed
+            );
         }
-        assert_eq!(limits.acquire(LimitRule::RegisterPerAddress, 7, 0).await, Verdict::Allowed);
+        assert_eq!(
+            limits.acquire(LimitRule::RegisterPerAddress, 7, 0).await,
+            Verdict::Allowed
+        );
         let second = limits.acquire(LimitRule::RegisterPerAddress, 7, 0).await;
-        assert_eq!(second, Verdict::Refused { retry_after_ms: 3_600_000 });
+        assert_eq!(
+            second,
+            Verdict::Refused {
+                retry_after_ms: 3_600_000
+            }
+        );
         assert!(matches!(
             limits.peek(LimitRule::RegisterPerAddress, 7, 0).await,
             Verdict::Refused { .. }
@@ -127,22 +165,36 @@ mod tests {
                 let limits = Arc::clone(&limits);
                 std::thread::spawn(move || {
                     (0..50)
-                        .filter(|_| limits.decide(LimitRule::RegisterPerAddress, 1, 0, true)
-                            == Verdict::Allowed)
+                        .filter(|_| {
+                            limits.decide(LimitRule::RegisterPerAddress, 1, 0, true)
+                                == Verdict::Allowed
+                        })
                         .count()
                 })
             })
             .collect();
-        let passed: usize = threads.into_iter().map(|t| t.join().expect("no panic")).sum();
+        let passed: usize = threads
+            .into_iter()
+            .map(|t| t.join().expect("no panic"))
+            .sum();
         assert_eq!(passed, 25);
     }
 
     #[tokio::test]
     async fn keys_and_rules_keep_separate_budgets() {
         let limits = store(1);
-        assert_eq!(limits.acquire(LimitRule::RegisterPerAddress, 1, 0).await, Verdict::Allowed);
-        assert_eq!(limits.acquire(LimitRule::RegisterPerAddress, 2, 0).await, Verdict::Allowed);
+        assert_eq!(
+            limits.acquire(LimitRule::RegisterPerAddress, 1, 0).await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            limits.acquire(LimitRule::RegisterPerAddress, 2, 0).await,
+            Verdict::Allowed
+        );
         // A rule with no configured rate is not limited at all.
-        assert_eq!(limits.acquire(LimitRule::VerifyPerAddress, 1, 0).await, Verdict::Allowed);
+        assert_eq!(
+            limits.acquire(LimitRule::VerifyPerAddress, 1, 0).await,
+            Verdict::Allowed
+        );
     }
 }

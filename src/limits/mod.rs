@@ -50,7 +50,9 @@ pub type LimitKey = u128;
 pub enum Verdict {
     Allowed,
     /// Over budget; the next request would fit after this many milliseconds.
-    Refused { retry_after_ms: u64 },
+    Refused {
+        retry_after_ms: u64,
+    },
 }
 
 /// Keeps the budgets of every [`LimitRule`].
@@ -63,6 +65,10 @@ pub trait LimitStore: Send + Sync {
     /// Checks the budget without spending it, so a request that a later rule may still refuse
     /// can be turned away early without charging anything.
     async fn peek(&self, rule: LimitRule, key: LimitKey, now_ms: u64) -> Verdict;
+
+    /// Gives back one unit that [`LimitStore::acquire`] spent, for a request that was never
+    /// served (the upstream failed), so an outage does not use up a client's budget.
+    async fn refund(&self, rule: LimitRule, key: LimitKey, now_ms: u64);
 
     /// How many keys the store holds for each rule, for metrics.
     fn tracked_keys(&self) -> Vec<(LimitRule, u64)>;

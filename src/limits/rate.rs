@@ -24,7 +24,10 @@ impl Rate {
     /// # Panics
     /// Never for `count >= 1` and a period of at least a millisecond; this is for constants.
     pub fn new(count: u32, period: Duration) -> Rate {
-        assert!(count >= 1 && period.as_millis() >= 1, "a rate needs a budget and a period");
+        assert!(
+            count >= 1 && period.as_millis() >= 1,
+            "a rate needs a budget and a period"
+        );
         Rate { count, period }
     }
 
@@ -80,7 +83,10 @@ impl From<Rate> for Gcra {
     fn from(rate: Rate) -> Gcra {
         let period_ms = rate.period.as_millis() as u64;
         let emission_ms = (period_ms / u64::from(rate.count)).max(1);
-        Gcra { emission_ms, tolerance_ms: period_ms.saturating_sub(emission_ms) }
+        Gcra {
+            emission_ms,
+            tolerance_ms: period_ms.saturating_sub(emission_ms),
+        }
     }
 }
 
@@ -93,6 +99,11 @@ impl Gcra {
             return Err(allowed_from - now_ms);
         }
         Ok(tat + self.emission_ms)
+    }
+
+    /// The TAT after giving back one request, never earlier than a full bucket.
+    pub fn refund(&self, tat_ms: u64, now_ms: u64) -> u64 {
+        tat_ms.saturating_sub(self.emission_ms).max(now_ms)
     }
 }
 
@@ -108,15 +119,34 @@ mod tests {
     #[test]
     fn rates_read_as_the_design_writes_them() {
         let rate: Rate = "5/1h".parse().expect("valid");
-        assert_eq!((rate.count(), rate.period()), (5, Duration::from_secs(3600)));
-        assert_eq!("20/10m".parse::<Rate>().expect("valid").period(), Duration::from_secs(600));
-        assert_eq!("5/1d".parse::<Rate>().expect("valid").to_string(), "5/1day");
-        assert_eq!("3/h".parse::<Rate>().expect("valid").period(), Duration::from_secs(3600));
+        assert_eq!(
+            (rate.count(), rate.period()),
+            (5, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            "20/10m".parse::<Rate>().expect("valid").period(),
+            Duration::from_secs(600)
+        );
+        assert_eq!("5/1d".parse::<Rate>().expect("valid").to_string(), "5/1d");
+        assert_eq!(
+            "3/h".parse::<Rate>().expect("valid").period(),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
     fn malformed_rates_are_refused() {
-        for bad in ["", "5", "/1h", "five/1h", "0/1h", "5/0s", "5/forever", "-1/1h", "5/500ms"] {
+        for bad in [
+            "",
+            "5",
+            "/1h",
+            "five/1h",
+            "0/1h",
+            "5/0s",
+            "5/forever",
+            "-1/1h",
+            "5/500ms",
+        ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} should be refused");
         }
     }
@@ -131,6 +161,20 @@ mod tests {
         let wait = rule.decide(tat, 0).expect_err("over budget");
         assert_eq!(wait, 360_000, "one request is restored every six minutes");
         assert!(rule.decide(tat, 360_000).is_ok());
+    }
+
+    #[test]
+    fn a_refund_gives_back_exactly_one_request() {
+        let rule = gcra("2/1h");
+        let tat = rule
+            .decide(None, 0)
+            .and_then(|t| rule.decide(Some(t), 0))
+            .expect("burst");
+        assert!(rule.decide(Some(tat), 0).is_err());
+        let refunded = rule.refund(tat, 0);
+        let again = rule.decide(Some(refunded), 0).expect("one request back");
+        assert!(rule.decide(Some(again), 0).is_err(), "and only one");
+        assert_eq!(rule.refund(0, 5_000), 5_000, "never below a full bucket");
     }
 
     proptest! {

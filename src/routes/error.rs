@@ -39,24 +39,54 @@ impl ApiError {
     pub fn refuse(reason: Reason) -> ApiError {
         use Reason::*;
         let (status, code, message) = match reason {
-            InvalidRequest => (400, "invalid_request", "The request is malformed or misses a field."),
-            CaptchaRequired => (400, "captcha_required", "Solve the captcha and send its token."),
-            CaptchaMalformed | CaptchaSitekeyMismatch | CaptchaReplayed | CaptchaRejected
-            | CaptchaExpired | CaptchaHostnameMismatch => {
-                (403, "captcha_invalid", "The captcha was not accepted; solve a new one.")
-            }
+            InvalidRequest => (
+                400,
+                "invalid_request",
+                "The request is malformed or misses a field.",
+            ),
+            CaptchaRequired => (
+                400,
+                "captcha_required",
+                "Solve the captcha and send its token.",
+            ),
+            CaptchaMalformed
+            | CaptchaSitekeyMismatch
+            | CaptchaReplayed
+            | CaptchaRejected
+            | CaptchaExpired
+            | CaptchaHostnameMismatch => (
+                403,
+                "captcha_invalid",
+                "The captcha was not accepted; solve a new one.",
+            ),
             SessionNotFound => (404, "session_not_found", "No such session for this number."),
             PayloadTooLarge => (413, "payload_too_large", "The request body is over 4 KiB."),
-            UnsupportedMediaType => {
-                (415, "unsupported_media_type", "Send the body as application/json.")
-            }
-            InvalidNumber => (422, "invalid_number", "That is not a valid international number."),
+            UnsupportedMediaType => (
+                415,
+                "unsupported_media_type",
+                "Send the body as application/json.",
+            ),
+            InvalidNumber => (
+                422,
+                "invalid_number",
+                "That is not a valid international number.",
+            ),
             UpstreamUnavailable => (502, "upstream_unavailable", "The server is unavailable."),
-            CaptchaUnavailable | CaptchaMisconfigured => {
-                (503, "captcha_unavailable", "The captcha cannot be checked right now.")
-            }
-            StorageUnavailable => (503, "storage_unavailable", "The gate cannot decide right now."),
-            UpstreamTimeout => (504, "upstream_timeout", "The server did not answer in time."),
+            CaptchaUnavailable | CaptchaMisconfigured => (
+                503,
+                "captcha_unavailable",
+                "The captcha cannot be checked right now.",
+            ),
+            StorageUnavailable => (
+                503,
+                "storage_unavailable",
+                "The gate cannot decide right now.",
+            ),
+            UpstreamTimeout => (
+                504,
+                "upstream_timeout",
+                "The server did not answer in time.",
+            ),
             UpstreamRejected => (502, "upstream_rejected", "The server refused the request."),
             Approved => (500, "internal", "Internal error."),
             RegisterPerIp | RegisterPerNumber | SendSchedule | VerifyPerIp | VerifyPerNumber
@@ -65,7 +95,13 @@ impl ApiError {
             }
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError { reason, status, code, message, retry_after_secs: None }
+        ApiError {
+            reason,
+            status,
+            code,
+            message,
+            retry_after_secs: None,
+        }
     }
 
     /// A 429 with the wait rounded up to whole seconds, at least one.
@@ -82,12 +118,19 @@ impl ApiError {
     /// The answer for a failed upstream call: its own 4xx kept, everything else 502 or 504.
     pub fn upstream(error: &UpstreamError) -> ApiError {
         match error {
-            UpstreamError::Rejected { status, retry_after } if status.as_u16() == 429 => {
+            UpstreamError::Rejected {
+                status,
+                retry_after,
+            } if status.as_u16() == 429 => {
                 let secs = retry_after.unwrap_or(UPSTREAM_DEFAULT_RETRY_SECS);
                 ApiError::rate_limited(Reason::UpstreamRateLimited, secs.saturating_mul(1000))
             }
-            UpstreamError::Rejected { status, retry_after } => {
-                let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            UpstreamError::Rejected {
+                status,
+                retry_after,
+            } => {
+                let status =
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 ApiError {
                     reason: Reason::UpstreamRejected,
                     status,
@@ -136,7 +179,9 @@ impl ResponseError for ApiError {
         response.json(ErrorBody {
             code: self.code,
             message: self.message,
-            retry_after: self.retry_after_secs.filter(|_| self.status.as_u16() == 429),
+            retry_after: self
+                .retry_after_secs
+                .filter(|_| self.status.as_u16() == 429),
         })
     }
 }
@@ -147,10 +192,18 @@ mod tests {
 
     #[test]
     fn every_wait_is_at_least_one_whole_second() {
-        assert_eq!(ApiError::rate_limited(Reason::RegisterPerIp, 0).retry_after_secs(), Some(1));
-        assert_eq!(ApiError::rate_limited(Reason::RegisterPerIp, 1001).retry_after_secs(), Some(2));
-        let upstream = UpstreamError::Rejected { status: reqwest::StatusCode::TOO_MANY_REQUESTS,
-            retry_after: Some(0) };
+        assert_eq!(
+            ApiError::rate_limited(Reason::RegisterPerIp, 0).retry_after_secs(),
+            Some(1)
+        );
+        assert_eq!(
+            ApiError::rate_limited(Reason::RegisterPerIp, 1001).retry_after_secs(),
+            Some(2)
+        );
+        let upstream = UpstreamError::Rejected {
+            status: reqwest::StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(0),
+        };
         assert_eq!(ApiError::upstream(&upstream).retry_after_secs(), Some(1));
     }
 
@@ -162,7 +215,10 @@ mod tests {
                 retry_after: None,
             };
             let answer = ApiError::upstream(&error);
-            assert_eq!((answer.status.as_u16(), answer.code), (status, "upstream_rejected"));
+            assert_eq!(
+                (answer.status.as_u16(), answer.code),
+                (status, "upstream_rejected")
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{parse_json, read_bounded};
 use super::ApiError;
+use crate::clock::{Clock, SystemClock};
 use crate::decision::{DecisionLog, Endpoint, Reason};
 use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, NumberHash, PhoneNumber};
 use crate::gate::{client_context, Gate, SESSION_LIFETIME};
@@ -68,23 +69,41 @@ async fn run(
     log: &mut DecisionLog,
 ) -> Result<RegisterResponse, ApiError> {
     let body = read_bounded(request, payload).await?;
-    spend(gate, LimitRule::RegisterPerAddress, address.limit_key(), Reason::RegisterPerIp).await?;
+    spend(
+        gate,
+        LimitRule::RegisterPerAddress,
+        address.limit_key(),
+        Reason::RegisterPerIp,
+    )
+    .await?;
 
     let parsed = parse_request(parse_json(request, &body)?)?;
     let number = gate.number_key.hash_number(&parsed.number);
     log.number(number.short(), parsed.number.calling_code());
     check_number_budgets(gate, &number).await?;
 
+    // The captcha's age is measured against hCaptcha's wall clock, not the gate's decision clock.
     gate.captcha
-        .verify(&parsed.captcha, address, gate.now_ms())
+        .verify(&parsed.captcha, address, SystemClock.now_ms())
         .await
         .map_err(ApiError::refuse)?;
 
-    spend(gate, LimitRule::RegisterPerNumber, number.limit_key(), Reason::RegisterPerNumber).await?;
+    spend(
+        gate,
+        LimitRule::RegisterPerNumber,
+        number.limit_key(),
+        Reason::RegisterPerNumber,
+    )
+    .await?;
     let claim = claim_send(gate, &number).await?;
     let sent = send_code(request, gate, address, &parsed, &number).await;
     if sent.is_err() {
+        // No code went out: the number keeps its place in the schedule and its budget.
         release_send(gate, &claim).await;
+        let rule = LimitRule::RegisterPerNumber;
+        gate.limits
+            .refund(rule, number.limit_key(), gate.now_ms())
+            .await;
     }
     let session = sent?;
     Ok(RegisterResponse {
@@ -97,25 +116,33 @@ async fn run(
 }
 
 fn parse_request(body: RegisterBody) -> Result<RegisterRequest, ApiError> {
-    let number = body.number.ok_or_else(|| ApiError::refuse(Reason::InvalidRequest))?;
+    let number = body
+        .number
+        .ok_or_else(|| ApiError::refuse(Reason::InvalidRequest))?;
     let transport = match body.transport.as_deref() {
         None | Some("sms") => "sms",
         Some("voice") => "voice",
         Some(_) => return Err(ApiError::refuse(Reason::InvalidRequest)),
     };
     let client = body.client.unwrap_or_else(|| "unknown".to_owned());
-    let client_ok = !client.is_empty()
-        && client.len() <= 64
-        && client.bytes().all(|b| b.is_ascii_graphic());
+    let client_ok =
+        !client.is_empty() && client.len() <= 64 && client.bytes().all(|b| b.is_ascii_graphic());
     if !client_ok {
         return Err(ApiError::refuse(Reason::InvalidRequest));
     }
-    let captcha = CaptchaToken::parse(body.captcha.as_deref().unwrap_or("")).map_err(|e| match e {
-        CaptchaTokenError::Missing => ApiError::refuse(Reason::CaptchaRequired),
-        CaptchaTokenError::Malformed => ApiError::refuse(Reason::CaptchaMalformed),
-    })?;
-    let number = PhoneNumber::parse(&number).map_err(|_| ApiError::refuse(Reason::InvalidNumber))?;
-    Ok(RegisterRequest { number, captcha, transport, client })
+    let captcha =
+        CaptchaToken::parse(body.captcha.as_deref().unwrap_or("")).map_err(|e| match e {
+            CaptchaTokenError::Missing => ApiError::refuse(Reason::CaptchaRequired),
+            CaptchaTokenError::Malformed => ApiError::refuse(Reason::CaptchaMalformed),
+        })?;
+    let number =
+        PhoneNumber::parse(&number).map_err(|_| ApiError::refuse(Reason::InvalidNumber))?;
+    Ok(RegisterRequest {
+        number,
+        captcha,
+        transport,
+        client,
+    })
 }
 
 /// Spends one unit of a budget, or refuses with its wait.
@@ -131,32 +158,51 @@ pub(super) async fn spend(
     }
 }
 
-/// The per-number budgets, looked at without spending them.
+/// The per-number budgets, looked at without spending them. When both refuse, the client is
+/// told the longer wait, so that it does not come back only to be refused by the other.
 async fn check_number_budgets(gate: &Gate, number: &NumberHash) -> Result<(), ApiError> {
     let now = gate.now_ms();
-    let verdict = gate.limits.peek(LimitRule::RegisterPerNumber, number.limit_key(), now).await;
-    if let Verdict::Refused { retry_after_ms } = verdict {
-        return Err(ApiError::rate_limited(Reason::RegisterPerNumber, retry_after_ms));
-    }
-    let blocked = gate.store.send_blocked_until(number, now).await.map_err(storage_failed)?;
-    match blocked {
-        Some(until) => Err(ApiError::rate_limited(Reason::SendSchedule, until.saturating_sub(now))),
+    let budget = gate
+        .limits
+        .peek(LimitRule::RegisterPerNumber, number.limit_key(), now)
+        .await;
+    let budget_wait = match budget {
+        Verdict::Refused { retry_after_ms } => Some((retry_after_ms, Reason::RegisterPerNumber)),
+        Verdict::Allowed => None,
+    };
+    let blocked = gate
+        .store
+        .send_blocked_until(number, now)
+        .await
+        .map_err(storage_failed)?;
+    let schedule_wait = blocked.map(|until| (until.saturating_sub(now), Reason::SendSchedule));
+    match budget_wait.max(schedule_wait) {
+        Some((wait, reason)) => Err(ApiError::rate_limited(reason, wait)),
         None => Ok(()),
     }
 }
 
 async fn claim_send(gate: &Gate, number: &NumberHash) -> Result<SendClaim, ApiError> {
     let now = gate.now_ms();
-    match gate.store.claim_send(number, now).await.map_err(storage_failed)? {
+    match gate
+        .store
+        .claim_send(number, now)
+        .await
+        .map_err(storage_failed)?
+    {
         Ok(claim) => Ok(claim),
-        Err(until) => Err(ApiError::rate_limited(Reason::SendSchedule, until.saturating_sub(now))),
+        Err(until) => Err(ApiError::rate_limited(
+            Reason::SendSchedule,
+            until.saturating_sub(now),
+        )),
     }
 }
 
 /// Gives a send slot back when no code went out, so an upstream failure charges no one.
 async fn release_send(gate: &Gate, claim: &SendClaim) {
     if let Err(error) = gate.store.release_send(claim).await {
-        tracing::error!(error = %error, number = %claim.number.short(), "could not release a send slot");
+        let number = claim.number.short();
+        tracing::error!(error = %error, number, "could not release a send slot");
     }
 }
 
@@ -181,17 +227,22 @@ async fn send_code(
         .create_session(&session_hash, number, now, expires_at)
         .await
         .map_err(storage_failed)?;
-    upstream.submit_captcha(&session.id, context).await.map_err(|e| {
-        // A 4xx here means signal-server refused the gate's own captcha string: a setup fault,
-        // not the client's.
-        tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
-        match e {
-            crate::upstream::UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
-                ApiError::refuse(Reason::UpstreamUnavailable)
+    upstream
+        .submit_captcha(&session.id, context)
+        .await
+        .map_err(|e| {
+            // A 4xx here means signal-server refused the gate's own captcha string: a setup fault,
+            // not the client's.
+            tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
+            match e {
+                crate::upstream::UpstreamError::Rejected { status, .. }
+                    if status.as_u16() != 429 =>
+                {
+                    ApiError::refuse(Reason::UpstreamUnavailable)
+                }
+                other => ApiError::upstream(&other),
             }
-            other => ApiError::upstream(&other),
-        }
-    })?;
+        })?;
     upstream
         .request_code(&session.id, parsed.transport, &parsed.client, context)
         .await

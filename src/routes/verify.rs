@@ -68,18 +68,33 @@ async fn run(
     log: &mut DecisionLog,
 ) -> Result<VerifyResponse, ApiError> {
     let body = read_bounded(request, payload).await?;
-    spend(gate, LimitRule::VerifyPerAddress, address.limit_key(), Reason::VerifyPerIp).await?;
+    spend(
+        gate,
+        LimitRule::VerifyPerAddress,
+        address.limit_key(),
+        Reason::VerifyPerIp,
+    )
+    .await?;
 
     let parsed = parse_request(parse_json(request, &body)?)?;
     let number = gate.number_key.hash_number(&parsed.number);
     log.number(number.short(), parsed.number.calling_code());
     let session = gate.number_key.hash_session(&parsed.session_id);
     check_session_owner(gate, &session, &number).await?;
-    spend(gate, LimitRule::VerifyPerNumber, number.limit_key(), Reason::VerifyPerNumber).await?;
+    spend(
+        gate,
+        LimitRule::VerifyPerNumber,
+        number.limit_key(),
+        Reason::VerifyPerNumber,
+    )
+    .await?;
 
     let claim = claim_guess(gate, &session, &number).await?;
     let context = client_context(request, address);
-    let checked = gate.upstream.submit_code(&parsed.session_id, &parsed.code, context).await;
+    let checked = gate
+        .upstream
+        .submit_code(&parsed.session_id, &parsed.code, context)
+        .await;
     let outcome = match checked {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -89,7 +104,10 @@ async fn run(
     };
     if outcome.verified {
         release_guess(gate, &claim).await;
-        gate.store.mark_verified(&session, gate.now_ms()).await.map_err(storage_failed)?;
+        gate.store
+            .mark_verified(&session, gate.now_ms())
+            .await
+            .map_err(storage_failed)?;
     }
     Ok(VerifyResponse {
         session_id: parsed.session_id,
@@ -107,15 +125,22 @@ fn parse_request(body: VerifyBody) -> Result<VerifyRequest, ApiError> {
     // signal-server's ids are URL-safe base64 with padding.
     let id_ok = !session_id.is_empty()
         && session_id.len() <= MAX_SESSION_ID_CHARS
-        && session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b));
+        && session_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b));
     let code_ok = !code.is_empty()
         && code.len() <= MAX_CODE_CHARS
         && code.bytes().all(|b| b.is_ascii_digit());
     if !id_ok || !code_ok {
         return Err(invalid());
     }
-    let number = PhoneNumber::parse(&number).map_err(|_| ApiError::refuse(Reason::InvalidNumber))?;
-    Ok(VerifyRequest { session_id, number, code })
+    let number =
+        PhoneNumber::parse(&number).map_err(|_| ApiError::refuse(Reason::InvalidNumber))?;
+    Ok(VerifyRequest {
+        session_id,
+        number,
+        code,
+    })
 }
 
 /// The session must be one the gate created for this very number; any other answer looks the
@@ -125,7 +150,11 @@ async fn check_session_owner(
     session: &SessionHash,
     number: &NumberHash,
 ) -> Result<(), ApiError> {
-    let record = gate.store.find_session(session).await.map_err(storage_failed)?;
+    let record = gate
+        .store
+        .find_session(session)
+        .await
+        .map_err(storage_failed)?;
     match record {
         Some(record) if record.number == *number && record.expires_at > gate.now_ms() => Ok(()),
         _ => Err(ApiError::refuse(Reason::SessionNotFound)),
@@ -138,14 +167,24 @@ async fn claim_guess(
     number: &NumberHash,
 ) -> Result<GuessClaim, ApiError> {
     let now = gate.now_ms();
-    match gate.store.claim_guess(session, number, now).await.map_err(storage_failed)? {
+    match gate
+        .store
+        .claim_guess(session, number, now)
+        .await
+        .map_err(storage_failed)?
+    {
         Ok(claim) => Ok(claim),
-        Err(GuessRefusal::NumberLocked { until }) => {
-            Err(ApiError::rate_limited(Reason::WrongCodesPerNumber, until.saturating_sub(now)))
-        }
+        Err(GuessRefusal::NumberLocked { until }) => Err(ApiError::rate_limited(
+            Reason::WrongCodesPerNumber,
+            until.saturating_sub(now),
+        )),
         Err(GuessRefusal::SessionSpent) => {
             // The way on is a new code in a new session: say when the number may get one.
-            let open_at = gate.store.send_blocked_until(number, now).await.map_err(storage_failed)?;
+            let open_at = gate
+                .store
+                .send_blocked_until(number, now)
+                .await
+                .map_err(storage_failed)?;
             let wait = open_at.map_or(0, |at| at.saturating_sub(now));
             Err(ApiError::rate_limited(Reason::WrongCodesPerSession, wait))
         }
@@ -154,6 +193,7 @@ async fn claim_guess(
 
 async fn release_guess(gate: &Gate, claim: &GuessClaim) {
     if let Err(error) = gate.store.release_guess(claim).await {
-        tracing::error!(error = %error, number = %claim.number.short(), "could not release a guess");
+        let number = claim.number.short();
+        tracing::error!(error = %error, number, "could not release a guess");
     }
 }

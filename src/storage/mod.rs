@@ -49,13 +49,19 @@ pub struct SessionRecord {
 #[async_trait]
 pub trait GateStore: Send + Sync {
     /// When the number may next be sent a code, if not now; spends nothing.
-    async fn send_blocked_until(&self, number: &NumberHash, now: u64)
-        -> Result<Option<u64>, StoreError>;
+    async fn send_blocked_until(
+        &self,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Takes the next send slot of the number's schedule in one atomic step, or says when the
     /// next one opens.
-    async fn claim_send(&self, number: &NumberHash, now: u64)
-        -> Result<Result<SendClaim, u64>, StoreError>;
+    async fn claim_send(
+        &self,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Result<SendClaim, u64>, StoreError>;
 
     /// Gives a claimed slot back because no code was sent.
     async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError>;
@@ -68,12 +74,18 @@ pub trait GateStore: Send + Sync {
         expires_at: u64,
     ) -> Result<(), StoreError>;
 
-    async fn find_session(&self, session: &SessionHash)
-        -> Result<Option<SessionRecord>, StoreError>;
+    async fn find_session(
+        &self,
+        session: &SessionHash,
+    ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Takes one wrong-code unit from the session and the number in one atomic step.
-    async fn claim_guess(&self, session: &SessionHash, number: &NumberHash, now: u64)
-        -> Result<Result<GuessClaim, GuessRefusal>, StoreError>;
+    async fn claim_guess(
+        &self,
+        session: &SessionHash,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<Result<GuessClaim, GuessRefusal>, StoreError>;
 
     /// Gives the unit back: the code was right, or it was never checked.
     async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError>;

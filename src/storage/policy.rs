@@ -55,7 +55,11 @@ impl SendSchedule {
             Some(delay) => (now + delay).min(window_end),
             None => window_end,
         };
-        SendState { window_start, sends, next_send_at }
+        SendState {
+            window_start,
+            sends,
+            next_send_at,
+        }
     }
 }
 
@@ -101,14 +105,22 @@ impl GuessBudget {
     ) -> Result<GuessState, GuessRefusal> {
         let current = number
             .filter(|s| now < s.window_start + self.window_ms)
-            .unwrap_or(GuessState { window_start: now, count: 0 });
+            .unwrap_or(GuessState {
+                window_start: now,
+                count: 0,
+            });
         if current.count >= self.per_number {
-            return Err(GuessRefusal::NumberLocked { until: current.window_start + self.window_ms });
+            return Err(GuessRefusal::NumberLocked {
+                until: current.window_start + self.window_ms,
+            });
         }
         if session_wrong_codes >= self.per_session {
             return Err(GuessRefusal::SessionSpent);
         }
-        Ok(GuessState { count: current.count + 1, ..current })
+        Ok(GuessState {
+            count: current.count + 1,
+            ..current
+        })
     }
 }
 
@@ -138,8 +150,16 @@ mod tests {
             state = Some(next);
         }
         assert_eq!(&waits[..4], &[1, 2, 5, 10]);
-        assert_eq!(state.map(|s| s.next_send_at), Some(1_000 + DAY), "locked for the day");
-        assert_eq!(schedule.decide(state, 1_000 + DAY).map(|s| s.sends), Ok(1), "new window");
+        assert_eq!(
+            state.map(|s| s.next_send_at),
+            Some(1_000 + DAY),
+            "locked for the day"
+        );
+        assert_eq!(
+            schedule.decide(state, 1_000 + DAY).map(|s| s.sends),
+            Ok(1),
+            "new window"
+        );
     }
 
     #[test]
@@ -147,10 +167,17 @@ mod tests {
         let budget = GuessBudget::new(Rate::new(5, Duration::from_secs(3600)), 3);
         let mut number = None;
         for session_count in [0, 1, 2, 0, 1] {
-            number = Some(budget.decide(number, session_count, 0).expect("budget left"));
+            number = Some(
+                budget
+                    .decide(number, session_count, 0)
+                    .expect("budget left"),
+            );
         }
         let until = 3_600_000;
-        assert_eq!(budget.decide(number, 0, 10), Err(GuessRefusal::NumberLocked { until }));
+        assert_eq!(
+            budget.decide(number, 0, 10),
+            Err(GuessRefusal::NumberLocked { until })
+        );
         assert_eq!(budget.decide(number, 0, until).map(|s| s.count), Ok(1));
         assert_eq!(budget.decide(None, 3, 0), Err(GuessRefusal::SessionSpent));
     }

@@ -52,8 +52,15 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("could not open the database")?;
-        sqlx::migrate!("./migrations").run(&pool).await.context("database migration failed")?;
-        Ok(SqliteStore { pool, schedule, guesses })
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("database migration failed")?;
+        Ok(SqliteStore {
+            pool,
+            schedule,
+            guesses,
+        })
     }
 
     /// The pool, for maintenance jobs and health checks.
@@ -69,12 +76,17 @@ fn prepare_owner_only_file(path: &Path) -> anyhow::Result<()> {
     if name.is_empty() || name == ":memory:" {
         return Ok(());
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("could not create the database directory {}", dir.display()))?;
+            .with_context(|| {
+                format!("could not create the database directory {}", dir.display())
+            })?;
     }
     OpenOptions::new()
         .create(true)
@@ -97,7 +109,9 @@ fn as_u64(value: i64) -> u64 {
 fn send_state(row: &sqlx::sqlite::SqliteRow) -> Result<SendState, sqlx::Error> {
     Ok(SendState {
         window_start: as_u64(row.try_get("window_start")?),
-        sends: row.try_get::<i64, _>("sends")?.clamp(0, i64::from(u32::MAX)) as u32,
+        sends: row
+            .try_get::<i64, _>("sends")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
         next_send_at: as_u64(row.try_get("next_send_at")?),
     })
 }
@@ -154,19 +168,27 @@ impl GateStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Ok(SendClaim { number: *number, before, after }))
+        Ok(Ok(SendClaim {
+            number: *number,
+            before,
+            after,
+        }))
     }
 
     async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError> {
         // Only undo our own write: the row must still hold exactly what the claim wrote.
         let after = claim.after;
         let statement = match claim.before {
-            None => "DELETE FROM send_schedules
+            None => {
+                "DELETE FROM send_schedules
                      WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
-                       AND next_send_at = ?4",
-            Some(_) => "UPDATE send_schedules SET window_start = ?5, sends = ?6, next_send_at = ?7
+                       AND next_send_at = ?4"
+            }
+            Some(_) => {
+                "UPDATE send_schedules SET window_start = ?5, sends = ?6, next_send_at = ?7
                         WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
-                          AND next_send_at = ?4",
+                          AND next_send_at = ?4"
+            }
         };
         let before = claim.before.unwrap_or(after);
         sqlx::query(statement)
@@ -217,7 +239,9 @@ impl GateStore for SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let number: Vec<u8> = row.try_get("number_hash")?;
-        let Some(number) = NumberHash::from_bytes(&number) else { return Ok(None) };
+        let Some(number) = NumberHash::from_bytes(&number) else {
+            return Ok(None);
+        };
         Ok(Some(SessionRecord {
             number,
             expires_at: as_u64(row.try_get("expires_at")?),
@@ -270,7 +294,11 @@ impl GateStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Ok(GuessClaim { session: *session, number: *number, after }))
+        Ok(Ok(GuessClaim {
+            session: *session,
+            number: *number,
+            after,
+        }))
     }
 
     async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError> {
