@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The project's test command: everything the tests need, then every test.
+# Runs from any directory; installs nothing that is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --locked --all-targets

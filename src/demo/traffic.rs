@@ -1,0 +1,232 @@
+//! The demo's traffic classes: legitimate users first, then one class per attack.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use super::numbers::{mobile_number, written, COUNTRIES};
+use super::{ClassTally, Report, World};
+use crate::emulators::hcaptcha::TEST_SITEKEY;
+
+/// Legitimate users per country.
+const USERS_PER_COUNTRY: u32 = 3;
+
+pub async fn run_all(world: &World) -> Report {
+    let mut report = Report::default();
+    let classes = [
+        ("legitimate", legitimate(world).await),
+        ("flood_one_address", flood_one_address(world).await),
+        ("captcha_bots", captcha_bots(world).await),
+        (
+            "one_number_many_writings",
+            one_number_many_writings(world).await,
+        ),
+        ("code_guesser", code_guesser(world).await),
+    ];
+    for (name, tally) in classes {
+        report.classes.insert(name.to_owned(), tally);
+    }
+    report
+}
+
+/// A request's status and JSON body.
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl World {
+    fn token(&self) -> String {
+        self.hcaptcha.issue_token(TEST_SITEKEY, "localhost")
+    }
+
+    async fn post(&self, path: &str, body: Value, client_ip: &str) -> Answer {
+        let sent = self
+            .http
+            .post(format!("{}{path}", self.gate_url))
+            .header("X-Forwarded-For", client_ip)
+            .json(&body)
+            .send()
+            .await;
+        let Ok(response) = sent else {
+            return Answer {
+                status: 0,
+                body: json!({"code": "connection_failed"}),
+            };
+        };
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, body }
+    }
+
+    async fn register(&self, number: &str, captcha: Option<String>, ip: &str) -> Answer {
+        let body = match captcha {
+            Some(captcha) => json!({"number": number, "captcha": captcha}),
+            None => json!({"number": number}),
+        };
+        self.post("/v1/register", body, ip).await
+    }
+
+    async fn verify(&self, session: &str, number: &str, code: &str, ip: &str) -> Answer {
+        let body = json!({"sessionId": session, "number": number, "code": code});
+        self.post("/v1/verify", body, ip).await
+    }
+
+    fn codes_sent_to(&self, numbers: &[String]) -> u64 {
+        numbers
+            .iter()
+            .map(|n| self.signal.inbox(n).len() as u64)
+            .sum()
+    }
+}
+
+impl ClassTally {
+    fn count(&mut self, answer: &Answer) {
+        self.requests += 1;
+        if answer.status != 200 {
+            let code = answer.body["code"].as_str().unwrap_or("no_json_body");
+            self.refuse(code);
+        }
+    }
+}
+
+/// Real people: many countries, numbers written their own way, each from their own address.
+async fn legitimate(world: &World) -> ClassTally {
+    let users: Vec<(usize, String)> = COUNTRIES
+        .iter()
+        .flat_map(|region| (0..USERS_PER_COUNTRY).filter_map(|n| mobile_number(region, n)))
+        .enumerate()
+        .collect();
+    let outcomes = join_all(users.iter().map(|(i, number)| one_user(world, *i, number))).await;
+    let mut tally = ClassTally {
+        must_verify: Some(users.len() as u64),
+        ..ClassTally::default()
+    };
+    for (answers, verified) in outcomes {
+        answers.iter().for_each(|a| tally.count(a));
+        tally.verified += u64::from(verified);
+    }
+    let numbers: Vec<String> = users.into_iter().map(|(_, n)| n).collect();
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally.sms_allowed = Some(numbers.len() as u64);
+    tally
+}
+
+async fn one_user(world: &World, i: usize, e164: &str) -> (Vec<Answer>, bool) {
+    let ip = if i % 4 == 3 {
+        format!("2001:db8:{i:x}::10")
+    } else {
+        format!("198.18.{i}.10")
+    };
+    let registered = world
+        .register(&written(e164, i), Some(world.token()), &ip)
+        .await;
+    let Some(session) = registered.body["sessionId"].as_str().map(str::to_owned) else {
+        return (vec![registered], false);
+    };
+    let code = world.signal.inbox(e164).pop().unwrap_or_default();
+    let verified = world
+        .verify(&session, &written(e164, i + 1), &code, &ip)
+        .await;
+    let ok = verified.body["verified"] == true;
+    (vec![registered, verified], ok)
+}
+
+/// One address asking for codes to many numbers, each with a solved captcha.
+async fn flood_one_address(world: &World) -> ClassTally {
+    let numbers: Vec<String> = (0..100)
+        .filter_map(|n| mobile_number("GB", 100 + n))
+        .collect();
+    let answers = join_all(
+        numbers
+            .iter()
+            .map(|n| world.register(n, Some(world.token()), "203.0.113.66")),
+    )
+    .await;
+    let mut tally = ClassTally {
+        sms_allowed: Some(10),
+        ..ClassTally::default()
+    };
+    answers.iter().for_each(|a| tally.count(a));
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// Bots without a solved captcha: none, garbage, or a forged token.
+async fn captcha_bots(world: &World) -> ClassTally {
+    let numbers: Vec<String> = (0..60)
+        .filter_map(|n| mobile_number("DE", 100 + n))
+        .collect();
+    let attempts = numbers.iter().enumerate().map(|(i, number)| {
+        let captcha = match i % 3 {
+            0 => None,
+            1 => Some("not a token at all".to_owned()),
+            _ => Some(format!("E1_forged{i}")),
+        };
+        let ip = format!("192.0.2.{}", i + 1);
+        async move { world.register(number, captcha, &ip).await }
+    });
+    let answers = join_all(attempts).await;
+    let mut tally = ClassTally {
+        sms_allowed: Some(0),
+        ..ClassTally::default()
+    };
+    answers.iter().for_each(|a| tally.count(a));
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// One victim's number written thirty ways from thirty addresses.
+async fn one_number_many_writings(world: &World) -> ClassTally {
+    let Some(victim) = mobile_number("FR", 50) else {
+        return ClassTally::default();
+    };
+    let attempts = (0..30).map(|i| {
+        let (text, ip) = (written(&victim, i), format!("198.19.{i}.7"));
+        async move { world.register(&text, Some(world.token()), &ip).await }
+    });
+    let answers = join_all(attempts).await;
+    let mut tally = ClassTally {
+        sms_allowed: Some(1),
+        ..ClassTally::default()
+    };
+    answers.iter().for_each(|a| tally.count(a));
+    tally.sms_sent = world.codes_sent_to(&[victim]);
+    tally
+}
+
+/// Guessing codes for one number, asking for a new session when one is spent.
+async fn code_guesser(world: &World) -> ClassTally {
+    let Some(target) = mobile_number("ES", 60) else {
+        return ClassTally::default();
+    };
+    let ip = "203.0.113.99";
+    let mut tally = ClassTally {
+        sms_allowed: Some(2),
+        guesses_allowed: Some(5),
+        ..ClassTally::default()
+    };
+    let mut checked = 0;
+    for round in 0..2 {
+        if round > 0 {
+            world.clock.advance(Duration::from_secs(61));
+        }
+        let registered = world.register(&target, Some(world.token()), ip).await;
+        tally.count(&registered);
+        let Some(session) = registered.body["sessionId"].as_str() else {
+            continue;
+        };
+        for guess in 0..10 {
+            let answer = world
+                .verify(session, &target, &format!("{:06}", 900_000 + guess), ip)
+                .await;
+            tally.count(&answer);
+            checked += u64::from(answer.status == 200 && answer.body["verified"] == false);
+            tally.verified += u64::from(answer.body["verified"] == true);
+        }
+    }
+    tally.guesses_checked = Some(checked);
+    tally.sms_sent = world.codes_sent_to(&[target]);
+    tally
+}

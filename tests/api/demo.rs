@@ -1,0 +1,36 @@
+//! The demo end to end: every legitimate user verifies and the report has the promised shape.
+
+use serde_json::Value;
+
+#[tokio::test]
+async fn the_demo_verifies_every_user_and_writes_its_report() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("r.json");
+
+    signal_gate::demo::run(Some(&path))
+        .await
+        .expect("the demo's expectations hold");
+
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("report")).expect("json");
+    let classes = report["classes"].as_object().expect("classes");
+    for name in [
+        "legitimate",
+        "flood_one_address",
+        "captcha_bots",
+        "one_number_many_writings",
+        "code_guesser",
+    ] {
+        let class = &classes[name];
+        for field in ["requests", "sms_sent", "verified"] {
+            assert!(class[field].is_u64(), "{name}.{field}");
+        }
+        assert!(class["refused"].is_object(), "{name}.refused");
+    }
+    let legitimate = &classes["legitimate"];
+    assert!(legitimate["verified"].as_u64() >= Some(50));
+    assert_eq!(legitimate["verified"], legitimate["sms_sent"]);
+    assert_eq!(classes["flood_one_address"]["sms_sent"], 10);
+    assert_eq!(classes["captcha_bots"]["sms_sent"], 0);
+    assert_eq!(classes["one_number_many_writings"]["sms_sent"], 1);
+}
