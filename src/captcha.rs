@@ -44,6 +44,7 @@ pub struct CaptchaVerifier {
     timeout: Duration,
     token_lifetime: Duration,
     on_error: OnError,
+    max_score: Option<f64>,
     seen: Cache<[u8; 32], ()>,
 }
 
@@ -64,6 +65,7 @@ impl CaptchaVerifier {
             timeout: settings.timeout,
             token_lifetime: settings.token_lifetime,
             on_error: settings.on_error,
+            max_score: settings.max_score,
             seen,
         })
     }
@@ -141,6 +143,13 @@ impl CaptchaVerifier {
             let hostname = answer.hostname().unwrap_or_default().to_ascii_lowercase();
             if !self.hostnames.contains(&hostname) {
                 return Err(Reason::CaptchaHostnameMismatch);
+            }
+        }
+        // hCaptcha Enterprise scores risk: 0 is a human, 1 a bot.
+        let score = answer.score().map(f64::from);
+        if let (Some(max), Some(score)) = (self.max_score, score) {
+            if score > max {
+                return Err(Reason::CaptchaScore);
             }
         }
         if let Some(solved_at) = answer.timestamp().as_deref().and_then(parse_timestamp) {

@@ -14,6 +14,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::abuse::{CountrySet, NumberTypes, RULE_NAMES};
 use crate::domain::TrustedProxies;
 use crate::limits::Rate;
 
@@ -36,6 +37,30 @@ pub struct Settings {
     pub hcaptcha: HcaptchaSettings,
     pub database: DatabaseSettings,
     pub limits: LimitSettings,
+    pub policy: PolicySettings,
+    pub abuse: AbuseSettings,
+    /// Per-rule overrides of `mode`, by rule name.
+    pub rules: HashMap<String, Mode>,
+}
+
+/// Where codes may be sent.
+#[derive(Clone, Debug)]
+pub struct PolicySettings {
+    pub allow_countries: CountrySet,
+    pub deny_countries: CountrySet,
+    pub deny_number_types: NumberTypes,
+}
+
+/// Abuse detection thresholds.
+#[derive(Clone, Debug)]
+pub struct AbuseSettings {
+    pub sequential_threshold: u32,
+    pub sequential_window: Duration,
+    pub pumping_window: Duration,
+    pub pumping_grace: Duration,
+    pub pumping_ratio: f64,
+    pub pumping_min_sends: u64,
+    pub block_duration: Duration,
 }
 
 /// Whether refusals are enforced or only logged (issue: shadow mode).
@@ -77,6 +102,8 @@ pub struct HcaptchaSettings {
     pub timeout: Duration,
     pub on_error: OnError,
     pub token_lifetime: Duration,
+    /// Highest accepted Enterprise risk score, when set.
+    pub max_score: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +116,9 @@ pub struct DatabaseSettings {
 pub struct LimitSettings {
     pub register_per_ip: Rate,
     pub register_per_number: Rate,
+    pub register_per_block: Rate,
+    pub register_per_prefix: Rate,
+    pub register_per_country: Rate,
     pub verify_per_ip: Rate,
     pub verify_per_number: Rate,
     pub wrong_codes_per_number: Rate,
@@ -135,79 +165,104 @@ impl Settings {
 
     /// `SIGNAL_GATE_*` variables that match no setting, most likely typos.
     pub fn unknown_variables(vars: impl Iterator<Item = String>) -> Vec<String> {
+        let known = |suffix: &str| {
+            KNOWN_VARIABLES.contains(&suffix)
+                || suffix
+                    .strip_prefix("RULES__")
+                    .is_some_and(|rule| RULE_NAMES.contains(&rule.to_ascii_lowercase().as_str()))
+        };
         vars.filter(|name| name.starts_with(ENV_PREFIX))
-            .filter(|name| !KNOWN_VARIABLES.contains(&&name[ENV_PREFIX.len()..]))
+            .filter(|name| !known(&name[ENV_PREFIX.len()..]))
             .collect()
     }
 
     /// The effective configuration as `VARIABLE=value` lines, secrets masked.
     pub fn describe(&self) -> Vec<String> {
-        let mask = |present: bool| if present { "<set>" } else { "<unset>" };
-        let limits = &self.limits;
-        let delays: Vec<String> = limits
-            .send_delays
-            .iter()
-            .map(|d| fmt_duration(*d))
-            .collect();
-        let hostnames = self.hcaptcha.hostnames.join(",");
-        let pairs: Vec<(&str, String)> = vec![
+        let set = |present: bool| if present { "<set>" } else { "<unset>" }.to_owned();
+        let (l, h, a, p) = (&self.limits, &self.hcaptcha, &self.abuse, &self.policy);
+        let d = |value: Duration| fmt_duration(value);
+        let delays: Vec<String> = l.send_delays.iter().map(|v| d(*v)).collect();
+        let lower = |value: &dyn fmt::Debug| format!("{value:?}").to_lowercase();
+        let mut pairs: Vec<(String, String)> = [
             ("LISTEN", self.listen.to_string()),
             ("WORKERS", self.workers.to_string()),
-            ("MODE", format!("{:?}", self.mode).to_lowercase()),
+            ("MODE", lower(&self.mode)),
             ("TRUSTED_PROXIES", self.trusted_proxies.to_string()),
-            ("NUMBER_KEY", mask(true).into()),
+            ("NUMBER_KEY", set(true)),
             ("ADMIN__LISTEN", self.admin.listen.to_string()),
-            ("ADMIN__TOKEN", mask(self.admin.token.is_some()).into()),
+            ("ADMIN__TOKEN", set(self.admin.token.is_some())),
             ("UPSTREAM__URL", self.upstream.url.to_string()),
-            ("UPSTREAM__CAPTCHA", mask(true).into()),
+            ("UPSTREAM__CAPTCHA", set(true)),
             (
                 "UPSTREAM__CONNECT_TIMEOUT",
-                fmt_duration(self.upstream.connect_timeout),
+                d(self.upstream.connect_timeout),
             ),
-            ("UPSTREAM__TIMEOUT", fmt_duration(self.upstream.timeout)),
-            ("HCAPTCHA__SECRET", mask(true).into()),
-            ("HCAPTCHA__SITEKEY", self.hcaptcha.sitekey.clone()),
-            ("HCAPTCHA__VERIFY_URL", self.hcaptcha.verify_url.to_string()),
-            ("HCAPTCHA__HOSTNAMES", hostnames),
-            ("HCAPTCHA__TIMEOUT", fmt_duration(self.hcaptcha.timeout)),
+            ("UPSTREAM__TIMEOUT", d(self.upstream.timeout)),
+            ("HCAPTCHA__SECRET", set(true)),
+            ("HCAPTCHA__SITEKEY", h.sitekey.clone()),
+            ("HCAPTCHA__VERIFY_URL", h.verify_url.to_string()),
+            ("HCAPTCHA__HOSTNAMES", h.hostnames.join(",")),
+            ("HCAPTCHA__TIMEOUT", d(h.timeout)),
+            ("HCAPTCHA__ON_ERROR", lower(&h.on_error)),
+            ("HCAPTCHA__TOKEN_LIFETIME", d(h.token_lifetime)),
             (
-                "HCAPTCHA__ON_ERROR",
-                format!("{:?}", self.hcaptcha.on_error).to_lowercase(),
-            ),
-            (
-                "HCAPTCHA__TOKEN_LIFETIME",
-                fmt_duration(self.hcaptcha.token_lifetime),
+                "HCAPTCHA__MAX_SCORE",
+                h.max_score.map_or(String::new(), |s| s.to_string()),
             ),
             ("DATABASE__URL", self.database.url.clone()),
-            (
-                "DATABASE__BUSY_TIMEOUT",
-                fmt_duration(self.database.busy_timeout),
-            ),
-            (
-                "LIMITS__REGISTER_PER_IP",
-                limits.register_per_ip.to_string(),
-            ),
+            ("DATABASE__BUSY_TIMEOUT", d(self.database.busy_timeout)),
+            ("LIMITS__REGISTER_PER_IP", l.register_per_ip.to_string()),
             (
                 "LIMITS__REGISTER_PER_NUMBER",
-                limits.register_per_number.to_string(),
+                l.register_per_number.to_string(),
             ),
-            ("LIMITS__VERIFY_PER_IP", limits.verify_per_ip.to_string()),
             (
-                "LIMITS__VERIFY_PER_NUMBER",
-                limits.verify_per_number.to_string(),
+                "LIMITS__REGISTER_PER_BLOCK",
+                l.register_per_block.to_string(),
             ),
+            (
+                "LIMITS__REGISTER_PER_PREFIX",
+                l.register_per_prefix.to_string(),
+            ),
+            (
+                "LIMITS__REGISTER_PER_COUNTRY",
+                l.register_per_country.to_string(),
+            ),
+            ("LIMITS__VERIFY_PER_IP", l.verify_per_ip.to_string()),
+            ("LIMITS__VERIFY_PER_NUMBER", l.verify_per_number.to_string()),
             (
                 "LIMITS__WRONG_CODES_PER_NUMBER",
-                limits.wrong_codes_per_number.to_string(),
+                l.wrong_codes_per_number.to_string(),
             ),
             (
                 "LIMITS__WRONG_CODES_PER_SESSION",
-                limits.wrong_codes_per_session.to_string(),
+                l.wrong_codes_per_session.to_string(),
             ),
             ("LIMITS__SEND_DELAYS", delays.join(",")),
-            ("LIMITS__SEND_WINDOW", fmt_duration(limits.send_window)),
-            ("LIMITS__CACHE_CAPACITY", limits.cache_capacity.to_string()),
-        ];
+            ("LIMITS__SEND_WINDOW", d(l.send_window)),
+            ("LIMITS__CACHE_CAPACITY", l.cache_capacity.to_string()),
+            ("POLICY__ALLOW_COUNTRIES", p.allow_countries.to_string()),
+            ("POLICY__DENY_COUNTRIES", p.deny_countries.to_string()),
+            ("POLICY__DENY_NUMBER_TYPES", p.deny_number_types.to_string()),
+            (
+                "ABUSE__SEQUENTIAL_THRESHOLD",
+                a.sequential_threshold.to_string(),
+            ),
+            ("ABUSE__SEQUENTIAL_WINDOW", d(a.sequential_window)),
+            ("ABUSE__PUMPING_WINDOW", d(a.pumping_window)),
+            ("ABUSE__PUMPING_GRACE", d(a.pumping_grace)),
+            ("ABUSE__PUMPING_RATIO", a.pumping_ratio.to_string()),
+            ("ABUSE__PUMPING_MIN_SENDS", a.pumping_min_sends.to_string()),
+            ("ABUSE__BLOCK_DURATION", d(a.block_duration)),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        let mut rules: Vec<_> = self.rules.iter().collect();
+        rules.sort_by(|a, b| a.0.cmp(b.0));
+        for (rule, mode) in rules {
+            pairs.push((format!("RULES__{}", rule.to_ascii_uppercase()), lower(mode)));
+        }
         pairs
             .into_iter()
             .map(|(name, value)| format!("{ENV_PREFIX}{name}={value}"))
@@ -261,6 +316,10 @@ struct RawSettings {
     hcaptcha: HashMap<String, String>,
     database: HashMap<String, String>,
     limits: HashMap<String, String>,
+    policy: HashMap<String, String>,
+    abuse: HashMap<String, String>,
+    #[serde(default)]
+    rules: HashMap<String, String>,
 }
 
 impl RawSettings {
@@ -290,6 +349,8 @@ impl RawSettings {
             hcaptcha: self.hcaptcha,
             database: self.database,
             limits: self.limits,
+            policy: self.policy,
+            abuse: self.abuse,
         };
         Ok(Settings {
             listen: parse_value("LISTEN", self.listen.as_deref())?,
@@ -302,6 +363,9 @@ impl RawSettings {
             hcaptcha: sections.hcaptcha()?,
             database: sections.database()?,
             limits: sections.limits()?,
+            policy: sections.policy()?,
+            abuse: sections.abuse()?,
+            rules: parse_rules(self.rules)?,
         })
     }
 }
@@ -316,6 +380,34 @@ struct Sections {
     hcaptcha: HashMap<String, String>,
     database: HashMap<String, String>,
     limits: HashMap<String, String>,
+    policy: HashMap<String, String>,
+    abuse: HashMap<String, String>,
+}
+
+fn parse_rules(raw: HashMap<String, String>) -> Result<HashMap<String, Mode>, ConfigError> {
+    let mut rules = HashMap::new();
+    for (rule, value) in raw {
+        let suffix = format!("RULES__{}", rule.to_ascii_uppercase());
+        if !RULE_NAMES.contains(&rule.as_str()) {
+            let names = RULE_NAMES.join(", ");
+            return Err(problem(
+                &suffix,
+                format!("names no rule; the rules are {names}"),
+            ));
+        }
+        let mode = match value.trim() {
+            "enforce" => Mode::Enforce,
+            "shadow" => Mode::Shadow,
+            other => {
+                return Err(problem(
+                    &suffix,
+                    format!("expected enforce or shadow (got {other:?})"),
+                ))
+            }
+        };
+        rules.insert(rule, mode);
+    }
+    Ok(rules)
 }
 
 impl Sections {
@@ -358,6 +450,7 @@ impl Sections {
             timeout: duration(section, "HCAPTCHA__TIMEOUT", "timeout")?,
             on_error: parse_on_error(required(section, "HCAPTCHA__ON_ERROR", "on_error")?)?,
             token_lifetime: duration(section, "HCAPTCHA__TOKEN_LIFETIME", "token_lifetime")?,
+            max_score: optional_fraction(section, "HCAPTCHA__MAX_SCORE", "max_score")?,
         })
     }
 
@@ -392,6 +485,9 @@ impl Sections {
         Ok(LimitSettings {
             register_per_ip: field(l, "LIMITS__REGISTER_PER_IP", "register_per_ip")?,
             register_per_number: field(l, "LIMITS__REGISTER_PER_NUMBER", "register_per_number")?,
+            register_per_block: field(l, "LIMITS__REGISTER_PER_BLOCK", "register_per_block")?,
+            register_per_prefix: field(l, "LIMITS__REGISTER_PER_PREFIX", "register_per_prefix")?,
+            register_per_country: field(l, "LIMITS__REGISTER_PER_COUNTRY", "register_per_country")?,
             verify_per_ip: field(l, "LIMITS__VERIFY_PER_IP", "verify_per_ip")?,
             verify_per_number: field(l, "LIMITS__VERIFY_PER_NUMBER", "verify_per_number")?,
             wrong_codes_per_number: field(
@@ -404,6 +500,61 @@ impl Sections {
             send_window: duration(l, "LIMITS__SEND_WINDOW", "send_window")?,
             cache_capacity: capacity,
         })
+    }
+}
+
+impl Sections {
+    fn policy(&self) -> Result<PolicySettings, ConfigError> {
+        let p = &self.policy;
+        let text = |key: &str| nonempty(p, key).unwrap_or("");
+        Ok(PolicySettings {
+            allow_countries: parse_value("POLICY__ALLOW_COUNTRIES", Some(text("allow_countries")))?,
+            deny_countries: parse_value("POLICY__DENY_COUNTRIES", Some(text("deny_countries")))?,
+            deny_number_types: parse_value(
+                "POLICY__DENY_NUMBER_TYPES",
+                Some(text("deny_number_types")),
+            )?,
+        })
+    }
+
+    fn abuse(&self) -> Result<AbuseSettings, ConfigError> {
+        let a = &self.abuse;
+        let threshold: u32 = field(a, "ABUSE__SEQUENTIAL_THRESHOLD", "sequential_threshold")?;
+        if !(2..=100).contains(&threshold) {
+            return Err(problem(
+                "ABUSE__SEQUENTIAL_THRESHOLD",
+                "must be from 2 to 100",
+            ));
+        }
+        let ratio = optional_fraction(a, "ABUSE__PUMPING_RATIO", "pumping_ratio")?
+            .ok_or_else(|| problem("ABUSE__PUMPING_RATIO", "is required and not set"))?;
+        Ok(AbuseSettings {
+            sequential_threshold: threshold,
+            sequential_window: duration(a, "ABUSE__SEQUENTIAL_WINDOW", "sequential_window")?,
+            pumping_window: duration(a, "ABUSE__PUMPING_WINDOW", "pumping_window")?,
+            pumping_grace: duration(a, "ABUSE__PUMPING_GRACE", "pumping_grace")?,
+            pumping_ratio: ratio,
+            pumping_min_sends: field(a, "ABUSE__PUMPING_MIN_SENDS", "pumping_min_sends")?,
+            block_duration: duration(a, "ABUSE__BLOCK_DURATION", "block_duration")?,
+        })
+    }
+}
+
+/// A number from 0 to 1, or nothing when unset.
+fn optional_fraction(
+    section: &HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<Option<f64>, ConfigError> {
+    let Some(text) = nonempty(section, key) else {
+        return Ok(None);
+    };
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(Some(value)),
+        _ => Err(problem(
+            suffix,
+            format!("expected a number from 0 to 1 (got {text:?})"),
+        )),
     }
 }
 
@@ -647,6 +798,15 @@ mod tests {
             ("SIGNAL_GATE_NUMBER_KEY", "short"),
             ("SIGNAL_GATE_MODE", "loud"),
             ("SIGNAL_GATE_HCAPTCHA__SITEKEY", "not-a-uuid"),
+            ("SIGNAL_GATE_POLICY__DENY_COUNTRIES", "GB,Narnia"),
+            (
+                "SIGNAL_GATE_POLICY__DENY_NUMBER_TYPES",
+                "premium_rate,expensive",
+            ),
+            ("SIGNAL_GATE_ABUSE__PUMPING_RATIO", "1.5"),
+            ("SIGNAL_GATE_RULES__SMS_PUMPING", "maybe"),
+            ("SIGNAL_GATE_RULES__NO_SUCH_RULE", "shadow"),
+            ("SIGNAL_GATE_HCAPTCHA__MAX_SCORE", "high"),
             ("SIGNAL_GATE_LIMITS__SEND_DELAYS", "1m,later"),
         ];
         for (name, value) in cases {

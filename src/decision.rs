@@ -24,9 +24,19 @@ pub enum Reason {
     CaptchaHostnameMismatch,
     CaptchaUnavailable,
     CaptchaMisconfigured,
+    CaptchaScore,
     RegisterPerIp,
+    RegisterPerBlock,
     RegisterPerNumber,
+    RegisterPerPrefix,
+    RegisterPerCountry,
     SendSchedule,
+    DestinationNotAllowed,
+    NumberTypeNotAllowed,
+    NumberBlocked,
+    AddressBlocked,
+    SequentialNumbers,
+    SmsPumping,
     VerifyPerIp,
     VerifyPerNumber,
     WrongCodesPerSession,
@@ -56,9 +66,19 @@ impl Reason {
             Reason::CaptchaHostnameMismatch => "captcha_hostname_mismatch",
             Reason::CaptchaUnavailable => "captcha_unavailable",
             Reason::CaptchaMisconfigured => "captcha_misconfigured",
+            Reason::CaptchaScore => "captcha_score",
             Reason::RegisterPerIp => "register_per_ip",
+            Reason::RegisterPerBlock => "register_per_block",
             Reason::RegisterPerNumber => "register_per_number",
+            Reason::RegisterPerPrefix => "register_per_prefix",
+            Reason::RegisterPerCountry => "register_per_country",
             Reason::SendSchedule => "send_schedule",
+            Reason::DestinationNotAllowed => "destination_not_allowed",
+            Reason::NumberTypeNotAllowed => "number_type_not_allowed",
+            Reason::NumberBlocked => "number_blocked",
+            Reason::AddressBlocked => "address_blocked",
+            Reason::SequentialNumbers => "sequential_numbers",
+            Reason::SmsPumping => "sms_pumping",
             Reason::VerifyPerIp => "verify_per_ip",
             Reason::VerifyPerNumber => "verify_per_number",
             Reason::WrongCodesPerSession => "wrong_codes_per_session",
@@ -102,6 +122,8 @@ pub struct DecisionLog {
     number: Option<String>,
     calling_code: Option<u16>,
     started: std::time::Instant,
+    /// Rules that would have refused the request had they been enforced.
+    shadowed: Vec<Reason>,
 }
 
 impl DecisionLog {
@@ -112,6 +134,7 @@ impl DecisionLog {
             number: None,
             calling_code: None,
             started: std::time::Instant::now(),
+            shadowed: Vec::new(),
         }
     }
 
@@ -121,8 +144,14 @@ impl DecisionLog {
         self.calling_code = Some(calling_code);
     }
 
+    /// Notes a refusal that shadow mode waived.
+    pub fn shadowed(&mut self, reason: Reason) {
+        self.shadowed.push(reason);
+    }
+
     /// Writes the one line of this decision.
     pub fn finish(&self, reason: Reason, status: u16) {
+        let shadowed: Vec<&str> = self.shadowed.iter().map(|r| r.as_str()).collect();
         let outcome = if reason == Reason::Approved {
             "approved"
         } else {
@@ -137,6 +166,7 @@ impl DecisionLog {
             number = self.number.as_deref().unwrap_or("-"),
             country = self.calling_code.unwrap_or(0),
             address_block = %self.address_block,
+            would_refuse = %shadowed.join(","),
             elapsed_us = self.started.elapsed().as_micros() as u64,
             "decision"
         );

@@ -1,16 +1,21 @@
-//! The gate's shared state: everything a decision needs, built once at start-up.
+//! The gate's shared state: everything a decision needs, built once at start-up, and the few
+//! helpers every pipeline step uses (client address, shadow mode, the keys of a number).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
 
+use crate::abuse::{rule_of, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker};
 use crate::captcha::CaptchaVerifier;
 use crate::clock::Clock;
-use crate::configuration::{Mode, Settings};
-use crate::domain::{ClientAddress, NumberKey, TrustedProxies};
+use crate::configuration::{AbuseSettings, Mode, Settings};
+use crate::decision::DecisionLog;
+use crate::domain::{ClientAddress, NumberHash, NumberKey, PhoneNumber, TrustedProxies};
 use crate::limits::LimitStore;
+use crate::routes::ApiError;
 use crate::storage::GateStore;
 use crate::upstream::{ClientContext, UpstreamClient};
 
@@ -18,8 +23,10 @@ use crate::upstream::{ClientContext, UpstreamClient};
 /// when a session expires; registration-service keeps them for hours, not days.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
+/// Blocks of a hundred numbers the sequence tracker follows at most.
+const SEQUENCE_CAPACITY: u64 = 200_000;
+
 pub struct Gate {
-    pub mode: Mode,
     pub trusted_proxies: TrustedProxies,
     pub number_key: NumberKey,
     pub clock: Arc<dyn Clock>,
@@ -27,27 +34,55 @@ pub struct Gate {
     pub store: Arc<dyn GateStore>,
     pub captcha: CaptchaVerifier,
     pub upstream: UpstreamClient,
+    pub policy: DestinationPolicy,
+    pub blocklist: Arc<Blocklist>,
+    pub sequences: SequenceTracker,
+    pub pumping: PumpingPolicy,
+    pub abuse: AbuseSettings,
+    mode: Mode,
+    rule_modes: HashMap<String, Mode>,
+}
+
+/// The parts every gate needs that start-up builds: the stores and the clock.
+pub struct GateParts {
+    pub clock: Arc<dyn Clock>,
+    pub limits: Arc<dyn LimitStore>,
+    pub store: Arc<dyn GateStore>,
+    pub blocklist: Arc<Blocklist>,
 }
 
 impl Gate {
     /// # Errors
     /// When the captcha verifier or the upstream client cannot be built.
-    pub fn new(
-        settings: &Settings,
-        clock: Arc<dyn Clock>,
-        limits: Arc<dyn LimitStore>,
-        store: Arc<dyn GateStore>,
-    ) -> anyhow::Result<Gate> {
+    pub fn new(settings: &Settings, parts: GateParts) -> anyhow::Result<Gate> {
         use secrecy::ExposeSecret;
+        let abuse = settings.abuse.clone();
         Ok(Gate {
-            mode: settings.mode,
             trusted_proxies: settings.trusted_proxies.clone(),
             number_key: NumberKey::new(settings.number_key.expose_secret()),
-            clock,
-            limits,
-            store,
+            clock: parts.clock,
+            limits: parts.limits,
+            store: parts.store,
             captcha: CaptchaVerifier::new(&settings.hcaptcha)?,
             upstream: UpstreamClient::new(&settings.upstream)?,
+            policy: DestinationPolicy {
+                allow: settings.policy.allow_countries.clone(),
+                deny: settings.policy.deny_countries.clone(),
+                deny_types: settings.policy.deny_number_types.clone(),
+            },
+            blocklist: parts.blocklist,
+            sequences: SequenceTracker::new(
+                abuse.sequential_threshold,
+                abuse.sequential_window,
+                SEQUENCE_CAPACITY,
+            ),
+            pumping: PumpingPolicy {
+                ratio: abuse.pumping_ratio,
+                min_sends: abuse.pumping_min_sends,
+            },
+            abuse,
+            mode: settings.mode,
+            rule_modes: settings.rules.clone(),
         })
     }
 
@@ -68,6 +103,56 @@ impl Gate {
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
+
+    /// Applies a refusal, unless its rule runs in shadow mode: then the refusal is noted in the
+    /// decision's log line and the request goes on.
+    ///
+    /// # Errors
+    /// The refusal, when its rule is enforced.
+    pub fn refuse(&self, error: ApiError, log: &mut DecisionLog) -> Result<(), ApiError> {
+        let Some(rule) = rule_of(error.reason) else {
+            return Err(error);
+        };
+        let mode = self.rule_modes.get(rule).copied().unwrap_or(self.mode);
+        match mode {
+            Mode::Enforce => Err(error),
+            Mode::Shadow => {
+                log.shadowed(error.reason);
+                Ok(())
+            }
+        }
+    }
+
+    /// The keys one number's budgets, blocks and statistics go by.
+    pub fn number_keys(&self, number: &PhoneNumber) -> NumberKeys {
+        let hash = self.number_key.hash_number(number);
+        let prefix = self.number_key.hash_labelled("prefix", number.prefix());
+        let (hundred, last_two) = number.hundred_block();
+        let range = self.number_key.hash_labelled("range", hundred);
+        NumberKeys {
+            hash,
+            prefix,
+            range,
+            last_two,
+            calling_code: number.calling_code(),
+        }
+    }
+}
+
+/// A number's keys: its own hash, its prefix's and its hundred-block's.
+pub struct NumberKeys {
+    pub hash: NumberHash,
+    pub prefix: [u8; 32],
+    pub range: [u8; 32],
+    pub last_two: u8,
+    pub calling_code: u16,
+}
+
+/// The leading 16 bytes of a keyed hash, as an in-memory budget's key.
+pub fn limit_key_of(hash: &[u8; 32]) -> u128 {
+    let mut head = [0u8; 16];
+    head.copy_from_slice(&hash[..16]);
+    u128::from_be_bytes(head)
 }
 
 /// The parts of a client's request that travel upstream with it.

@@ -12,6 +12,7 @@
 //!   `serve` never uses them.
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod captcha;
 pub mod clock;
 pub mod configuration;

@@ -10,12 +10,15 @@ use actix_web::{App, HttpResponse, HttpServer};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::abuse::Blocklist;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Settings;
-use crate::gate::Gate;
+use crate::gate::{Gate, GateParts};
 use crate::limits::{LimitRule, MemoryLimitStore, Rate};
 use crate::routes;
+use crate::storage::GateStore;
 use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
+use std::time::Duration;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE_SECS: u64 = 10;
@@ -56,7 +59,20 @@ impl Application {
         .await?;
         let rates = limit_rates(&settings);
         let limit_store = Arc::new(MemoryLimitStore::new(&rates, limits.cache_capacity));
-        let gate = Gate::new(&settings, clock, limit_store, Arc::new(store.clone()))?;
+        let blocklist = Arc::new(Blocklist::default());
+        reload_blocks(&store, &blocklist, clock.now_ms()).await?;
+        tokio::spawn(keep_blocks_fresh(
+            store.clone(),
+            Arc::clone(&blocklist),
+            Arc::clone(&clock),
+        ));
+        let parts = GateParts {
+            clock,
+            limits: limit_store,
+            store: Arc::new(store.clone()),
+            blocklist,
+        };
+        let gate = Gate::new(&settings, parts)?;
 
         let listener = TcpListener::bind(settings.listen).with_context(|| {
             format!("could not listen on SIGNAL_GATE_LISTEN={}", settings.listen)
@@ -102,11 +118,37 @@ impl Application {
     }
 }
 
+/// Blocks written by `signal-gate admin` or another gate take effect within this time.
+const BLOCK_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn reload_blocks(store: &SqliteStore, blocks: &Blocklist, now: u64) -> anyhow::Result<()> {
+    let active = store
+        .active_blocks(now)
+        .await
+        .context("could not read the blocks")?;
+    blocks.replace_all(active.into_iter().map(|b| (b.kind, b.key, b.until)));
+    Ok(())
+}
+
+/// Reloads the blocks from the database for as long as the process runs.
+async fn keep_blocks_fresh(store: SqliteStore, blocks: Arc<Blocklist>, clock: Arc<dyn Clock>) {
+    let mut ticks = tokio::time::interval(BLOCK_RELOAD_INTERVAL);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = reload_blocks(&store, &blocks, clock.now_ms()).await {
+            tracing::warn!(error = %format!("{error:#}"), "keeping the previous blocks");
+        }
+    }
+}
+
 fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
     let l = &settings.limits;
     vec![
         (LimitRule::RegisterPerAddress, l.register_per_ip),
+        (LimitRule::RegisterPerBlock, l.register_per_block),
         (LimitRule::RegisterPerNumber, l.register_per_number),
+        (LimitRule::RegisterPerPrefix, l.register_per_prefix),
+        (LimitRule::RegisterPerCountry, l.register_per_country),
         (LimitRule::VerifyPerAddress, l.verify_per_ip),
         (LimitRule::VerifyPerNumber, l.verify_per_number),
     ]

@@ -97,6 +97,24 @@ impl ClientAddress {
         }
     }
 
+    /// The key of the per-block budget: IPv4 /24 or IPv6 /48.
+    pub fn block_key(&self) -> u128 {
+        match self.0 {
+            IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()) & !0xFF,
+            IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 80) - 1),
+        }
+    }
+
+    /// The address as blocks name it: an IPv4 address, or an IPv6 /64.
+    pub fn limit_label(&self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => format!("{v4}/32"),
+            IpAddr::V6(_) => IpNet::new(self.0, 64)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The address block for logs: IPv4 /24 or IPv6 /48, coarse enough to say nothing about
     /// one person.
     pub fn block_label(&self) -> String {
@@ -212,6 +230,12 @@ mod tests {
         assert_eq!(one.limit_key(), two.limit_key());
         assert_ne!(one.limit_key(), other.limit_key());
         assert_eq!(one.block_label(), "2001:db8:1::/48");
+        assert_eq!(one.limit_label(), "2001:db8:1:2::/64");
+        assert_eq!(one.block_key(), other.block_key());
+        let v4 = ClientAddress(ip("192.0.2.77"));
+        assert_eq!(v4.block_key(), ClientAddress(ip("192.0.2.1")).block_key());
+        assert_ne!(v4.block_key(), ClientAddress(ip("192.0.3.1")).block_key());
+        assert_eq!(v4.limit_label(), "192.0.2.77/32");
         assert_eq!(
             ClientAddress(ip("192.0.2.77")).block_label(),
             "192.0.2.0/24"

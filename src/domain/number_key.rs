@@ -40,6 +40,11 @@ impl NumberKey {
         SessionHash(self.digest(b"session", session_id.as_bytes()))
     }
 
+    /// A keyed hash of any other value (a number prefix, an address block) under its own label.
+    pub fn hash_labelled(&self, label: &str, value: &str) -> [u8; 32] {
+        self.digest(label.as_bytes(), value.as_bytes())
+    }
+
     fn digest(&self, label: &[u8], value: &[u8]) -> [u8; 32] {
         let mut mac = HmacSha256::new_from_slice(self.0.expose_secret())
             .expect("HMAC takes a key of any length");

@@ -79,6 +79,21 @@ impl PhoneNumber {
         self.region.as_deref()
     }
 
+    /// The number prefix budgets and blocks key on: `+`, the calling code and the next four
+    /// digits, as signal-server's old prefix limiter had it.
+    pub fn prefix(&self) -> &str {
+        let code_len = self.calling_code.to_string().len();
+        let end = (1 + code_len + 4).min(self.e164.len());
+        &self.e164[..end]
+    }
+
+    /// The number's block of a hundred (all but its last two digits) and its place in it.
+    pub fn hundred_block(&self) -> (&str, u8) {
+        let split = self.e164.len() - 2;
+        let last_two = self.e164[split..].parse().unwrap_or(0);
+        (&self.e164[..split], last_two)
+    }
+
     /// The kind of line: mobile, fixed line, premium rate and so on.
     pub fn kind(&self) -> Type {
         self.kind
@@ -251,6 +266,10 @@ mod tests {
         let number = PhoneNumber::parse("+44 7400 123456").expect("valid");
         assert_eq!((number.calling_code(), number.region()), (44, Some("GB")));
         assert_eq!(number.kind(), Type::Mobile);
+        assert_eq!(number.prefix(), "+447400");
+        assert_eq!(number.hundred_block(), ("+4474001234", 56));
+        let us = PhoneNumber::parse("+1 201 555 0123").expect("valid");
+        assert_eq!(us.prefix(), "+12015");
         assert!(!format!("{number:?}").contains("7400"));
     }
 

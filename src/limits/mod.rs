@@ -18,15 +18,21 @@ use async_trait::async_trait;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitRule {
     RegisterPerAddress,
+    RegisterPerBlock,
     RegisterPerNumber,
+    RegisterPerPrefix,
+    RegisterPerCountry,
     VerifyPerAddress,
     VerifyPerNumber,
 }
 
 impl LimitRule {
-    pub const ALL: [LimitRule; 4] = [
+    pub const ALL: [LimitRule; 7] = [
         LimitRule::RegisterPerAddress,
+        LimitRule::RegisterPerBlock,
         LimitRule::RegisterPerNumber,
+        LimitRule::RegisterPerPrefix,
+        LimitRule::RegisterPerCountry,
         LimitRule::VerifyPerAddress,
         LimitRule::VerifyPerNumber,
     ];
@@ -35,7 +41,10 @@ impl LimitRule {
     pub fn name(self) -> &'static str {
         match self {
             LimitRule::RegisterPerAddress => "register_per_ip",
+            LimitRule::RegisterPerBlock => "register_per_block",
             LimitRule::RegisterPerNumber => "register_per_number",
+            LimitRule::RegisterPerPrefix => "register_per_prefix",
+            LimitRule::RegisterPerCountry => "register_per_country",
             LimitRule::VerifyPerAddress => "verify_per_ip",
             LimitRule::VerifyPerNumber => "verify_per_number",
         }

@@ -54,10 +54,22 @@ impl ApiError {
             | CaptchaReplayed
             | CaptchaRejected
             | CaptchaExpired
-            | CaptchaHostnameMismatch => (
+            | CaptchaHostnameMismatch
+            | CaptchaScore => (
                 403,
                 "captcha_invalid",
                 "The captcha was not accepted; solve a new one.",
+            ),
+            // One answer for every rule about the destination, so a client cannot tell which
+            // list or detector a number is on.
+            DestinationNotAllowed
+            | NumberTypeNotAllowed
+            | NumberBlocked
+            | SequentialNumbers
+            | SmsPumping => (
+                403,
+                "number_not_allowed",
+                "Codes cannot be sent to this number right now.",
             ),
             SessionNotFound => (404, "session_not_found", "No such session for this number."),
             PayloadTooLarge => (413, "payload_too_large", "The request body is over 4 KiB."),
@@ -89,8 +101,9 @@ impl ApiError {
             ),
             UpstreamRejected => (502, "upstream_rejected", "The server refused the request."),
             Approved => (500, "internal", "Internal error."),
-            RegisterPerIp | RegisterPerNumber | SendSchedule | VerifyPerIp | VerifyPerNumber
-            | WrongCodesPerSession | WrongCodesPerNumber | UpstreamRateLimited => {
+            RegisterPerIp | RegisterPerBlock | RegisterPerNumber | RegisterPerPrefix
+            | RegisterPerCountry | SendSchedule | VerifyPerIp | VerifyPerNumber
+            | WrongCodesPerSession | WrongCodesPerNumber | UpstreamRateLimited | AddressBlocked => {
                 return ApiError::rate_limited(reason, 1000)
             }
         };

@@ -1,6 +1,7 @@
 //! The client API: one module per endpoint, plus the shared body reader and error answers.
 
 mod body;
+mod checks;
 mod error;
 mod register;
 mod verify;

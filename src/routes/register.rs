@@ -9,14 +9,15 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
 use super::body::{parse_json, read_bounded};
+use super::checks::{check_address, check_destination, detect_abuse, number_budgets};
 use super::ApiError;
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{DecisionLog, Endpoint, Reason};
-use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, NumberHash, PhoneNumber};
-use crate::gate::{client_context, Gate, SESSION_LIFETIME};
+use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, PhoneNumber};
+use crate::gate::{client_context, Gate, NumberKeys, SESSION_LIFETIME};
 use crate::limits::{LimitRule, Verdict};
-use crate::storage::SendClaim;
-use crate::upstream::UpstreamSession;
+use crate::storage::{SendClaim, SendRecord};
+use crate::upstream::{UpstreamError, UpstreamSession};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -28,8 +29,8 @@ struct RegisterBody {
 }
 
 /// A register request after parsing: every field valid.
-struct RegisterRequest {
-    number: PhoneNumber,
+pub(super) struct RegisterRequest {
+    pub number: PhoneNumber,
     captcha: CaptchaToken,
     transport: &'static str,
     client: String,
@@ -69,43 +70,35 @@ async fn run(
     log: &mut DecisionLog,
 ) -> Result<RegisterResponse, ApiError> {
     let body = read_bounded(request, payload).await?;
-    spend(
-        gate,
-        LimitRule::RegisterPerAddress,
-        address.limit_key(),
-        Reason::RegisterPerIp,
-    )
-    .await?;
+    check_address(gate, address, log).await?;
 
     let parsed = parse_request(parse_json(request, &body)?)?;
-    let number = gate.number_key.hash_number(&parsed.number);
-    log.number(number.short(), parsed.number.calling_code());
-    check_number_budgets(gate, &number).await?;
+    let keys = gate.number_keys(&parsed.number);
+    log.number(keys.hash.short(), parsed.number.calling_code());
+    check_destination(gate, &parsed.number, &keys, log)?;
+    number_budgets(gate, &keys, false, log).await?;
 
-    // The captcha's age is measured against hCaptcha's wall clock, not the gate's decision clock.
-    gate.captcha
+    // The captcha's age is measured against hCaptcha's wall clock, not the decision clock.
+    let checked = gate
+        .captcha
         .verify(&parsed.captcha, address, SystemClock.now_ms())
-        .await
-        .map_err(ApiError::refuse)?;
-
-    spend(
-        gate,
-        LimitRule::RegisterPerNumber,
-        number.limit_key(),
-        Reason::RegisterPerNumber,
-    )
-    .await?;
-    let claim = claim_send(gate, &number).await?;
-    let sent = send_code(request, gate, address, &parsed, &number).await;
-    if sent.is_err() {
-        // No code went out: the number keeps its place in the schedule and its budget.
-        release_send(gate, &claim).await;
-        let rule = LimitRule::RegisterPerNumber;
-        gate.limits
-            .refund(rule, number.limit_key(), gate.now_ms())
-            .await;
+        .await;
+    if let Err(reason) = checked {
+        gate.refuse(ApiError::refuse(reason), log)?;
     }
-    let session = sent?;
+
+    detect_abuse(gate, &parsed.number, address, &keys, log).await?;
+    number_budgets(gate, &keys, true, log).await?;
+    let claim = claim_send(gate, &keys, log).await?;
+    let sent = send_code(request, gate, address, &parsed, &keys).await;
+    let session = match sent {
+        Ok(session) => session,
+        Err(error) => {
+            give_back(gate, claim.as_ref(), &keys).await;
+            return Err(error);
+        }
+    };
+    record_send(gate, &session, &keys, address).await;
     Ok(RegisterResponse {
         session_id: session.id,
         next_sms: session.next_sms,
@@ -151,58 +144,70 @@ pub(super) async fn spend(
     rule: LimitRule,
     key: u128,
     reason: Reason,
+    log: &mut DecisionLog,
 ) -> Result<(), ApiError> {
     match gate.limits.acquire(rule, key, gate.now_ms()).await {
         Verdict::Allowed => Ok(()),
-        Verdict::Refused { retry_after_ms } => Err(ApiError::rate_limited(reason, retry_after_ms)),
+        Verdict::Refused { retry_after_ms } => {
+            gate.refuse(ApiError::rate_limited(reason, retry_after_ms), log)
+        }
     }
 }
 
-/// The per-number budgets, looked at without spending them. When both refuse, the client is
-/// told the longer wait, so that it does not come back only to be refused by the other.
-async fn check_number_budgets(gate: &Gate, number: &NumberHash) -> Result<(), ApiError> {
-    let now = gate.now_ms();
-    let budget = gate
-        .limits
-        .peek(LimitRule::RegisterPerNumber, number.limit_key(), now)
-        .await;
-    let budget_wait = match budget {
-        Verdict::Refused { retry_after_ms } => Some((retry_after_ms, Reason::RegisterPerNumber)),
-        Verdict::Allowed => None,
-    };
-    let blocked = gate
-        .store
-        .send_blocked_until(number, now)
-        .await
-        .map_err(storage_failed)?;
-    let schedule_wait = blocked.map(|until| (until.saturating_sub(now), Reason::SendSchedule));
-    match budget_wait.max(schedule_wait) {
-        Some((wait, reason)) => Err(ApiError::rate_limited(reason, wait)),
-        None => Ok(()),
-    }
-}
-
-async fn claim_send(gate: &Gate, number: &NumberHash) -> Result<SendClaim, ApiError> {
+/// Takes the number's next send slot; `None` when shadow mode waived a refusal.
+async fn claim_send(
+    gate: &Gate,
+    keys: &NumberKeys,
+    log: &mut DecisionLog,
+) -> Result<Option<SendClaim>, ApiError> {
     let now = gate.now_ms();
     match gate
         .store
-        .claim_send(number, now)
+        .claim_send(&keys.hash, now)
         .await
         .map_err(storage_failed)?
     {
-        Ok(claim) => Ok(claim),
-        Err(until) => Err(ApiError::rate_limited(
-            Reason::SendSchedule,
-            until.saturating_sub(now),
-        )),
+        Ok(claim) => Ok(Some(claim)),
+        Err(until) => {
+            let wait = until.saturating_sub(now);
+            gate.refuse(ApiError::rate_limited(Reason::SendSchedule, wait), log)?;
+            Ok(None)
+        }
     }
 }
 
-/// Gives a send slot back when no code went out, so an upstream failure charges no one.
-async fn release_send(gate: &Gate, claim: &SendClaim) {
-    if let Err(error) = gate.store.release_send(claim).await {
-        let number = claim.number.short();
-        tracing::error!(error = %error, number, "could not release a send slot");
+/// No code went out: the number keeps its place in the schedule and its budgets.
+async fn give_back(gate: &Gate, claim: Option<&SendClaim>, keys: &NumberKeys) {
+    if let Some(claim) = claim {
+        if let Err(error) = gate.store.release_send(claim).await {
+            let number = claim.number.short();
+            tracing::error!(error = %error, number, "could not release a send slot");
+        }
+    }
+    let now = gate.now_ms();
+    for (rule, key) in super::checks::number_budget_keys(keys) {
+        gate.limits.refund(rule, key, now).await;
+    }
+}
+
+/// Notes the code for pumping statistics; a failure here costs only statistics.
+async fn record_send(
+    gate: &Gate,
+    session: &UpstreamSession,
+    keys: &NumberKeys,
+    address: &ClientAddress,
+) {
+    let record = SendRecord {
+        session: gate.number_key.hash_session(&session.id),
+        sent_at: gate.now_ms(),
+        calling_code: keys.calling_code,
+        prefix: keys.prefix,
+        address_block: gate
+            .number_key
+            .hash_labelled("block", &address.block_label()),
+    };
+    if let Err(error) = gate.store.record_send(&record).await {
+        tracing::error!(error = %error, "could not record a send for pumping statistics");
     }
 }
 
@@ -212,7 +217,7 @@ async fn send_code(
     gate: &Gate,
     address: &ClientAddress,
     parsed: &RegisterRequest,
-    number: &NumberHash,
+    keys: &NumberKeys,
 ) -> Result<UpstreamSession, ApiError> {
     let context = client_context(request, address);
     let upstream = &gate.upstream;
@@ -224,7 +229,7 @@ async fn send_code(
     let expires_at = now + SESSION_LIFETIME.as_millis() as u64;
     let session_hash = gate.number_key.hash_session(&session.id);
     gate.store
-        .create_session(&session_hash, number, now, expires_at)
+        .create_session(&session_hash, &keys.hash, now, expires_at)
         .await
         .map_err(storage_failed)?;
     upstream
@@ -235,9 +240,7 @@ async fn send_code(
             // not the client's.
             tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
             match e {
-                crate::upstream::UpstreamError::Rejected { status, .. }
-                    if status.as_u16() != 429 =>
-                {
+                UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
                     ApiError::refuse(Reason::UpstreamUnavailable)
                 }
                 other => ApiError::upstream(&other),
@@ -249,7 +252,7 @@ async fn send_code(
         .map_err(|e| upstream_failed("request code", &e))
 }
 
-pub(super) fn upstream_failed(step: &str, error: &crate::upstream::UpstreamError) -> ApiError {
+pub(super) fn upstream_failed(step: &str, error: &UpstreamError) -> ApiError {
     tracing::warn!(step, error = %error, "upstream call failed");
     ApiError::upstream(error)
 }

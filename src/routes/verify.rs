@@ -73,6 +73,7 @@ async fn run(
         LimitRule::VerifyPerAddress,
         address.limit_key(),
         Reason::VerifyPerIp,
+        log,
     )
     .await?;
 
@@ -86,10 +87,11 @@ async fn run(
         LimitRule::VerifyPerNumber,
         number.limit_key(),
         Reason::VerifyPerNumber,
+        log,
     )
     .await?;
 
-    let claim = claim_guess(gate, &session, &number).await?;
+    let claim = claim_guess(gate, &session, &number, log).await?;
     let context = client_context(request, address);
     let checked = gate
         .upstream
@@ -98,12 +100,12 @@ async fn run(
     let outcome = match checked {
         Ok(upstream) => upstream,
         Err(error) => {
-            release_guess(gate, &claim).await;
+            release_guess(gate, claim.as_ref()).await;
             return Err(upstream_failed("submit code", &error));
         }
     };
     if outcome.verified {
-        release_guess(gate, &claim).await;
+        release_guess(gate, claim.as_ref()).await;
         gate.store
             .mark_verified(&session, gate.now_ms())
             .await
@@ -161,23 +163,24 @@ async fn check_session_owner(
     }
 }
 
+/// Takes a wrong-code unit; `None` when shadow mode waived a refusal.
 async fn claim_guess(
     gate: &Gate,
     session: &SessionHash,
     number: &NumberHash,
-) -> Result<GuessClaim, ApiError> {
+    log: &mut DecisionLog,
+) -> Result<Option<GuessClaim>, ApiError> {
     let now = gate.now_ms();
-    match gate
+    let claimed = gate
         .store
         .claim_guess(session, number, now)
         .await
-        .map_err(storage_failed)?
-    {
-        Ok(claim) => Ok(claim),
-        Err(GuessRefusal::NumberLocked { until }) => Err(ApiError::rate_limited(
-            Reason::WrongCodesPerNumber,
-            until.saturating_sub(now),
-        )),
+        .map_err(storage_failed)?;
+    let refusal = match claimed {
+        Ok(claim) => return Ok(Some(claim)),
+        Err(GuessRefusal::NumberLocked { until }) => {
+            ApiError::rate_limited(Reason::WrongCodesPerNumber, until.saturating_sub(now))
+        }
         Err(GuessRefusal::SessionSpent) => {
             // The way on is a new code in a new session: say when the number may get one.
             let open_at = gate
@@ -186,12 +189,15 @@ async fn claim_guess(
                 .await
                 .map_err(storage_failed)?;
             let wait = open_at.map_or(0, |at| at.saturating_sub(now));
-            Err(ApiError::rate_limited(Reason::WrongCodesPerSession, wait))
+            ApiError::rate_limited(Reason::WrongCodesPerSession, wait)
         }
-    }
+    };
+    gate.refuse(refusal, log)?;
+    Ok(None)
 }
 
-async fn release_guess(gate: &Gate, claim: &GuessClaim) {
+async fn release_guess(gate: &Gate, claim: Option<&GuessClaim>) {
+    let Some(claim) = claim else { return };
     if let Err(error) = gate.store.release_guess(claim).await {
         let number = claim.number.short();
         tracing::error!(error = %error, number, "could not release a guess");

@@ -12,6 +12,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 
+use crate::abuse::{BlockKind, SendStats};
 use crate::domain::{NumberHash, SessionHash};
 use policy::{GuessState, SendState};
 
@@ -44,6 +45,36 @@ pub struct SessionRecord {
     pub expires_at: u64,
     pub wrong_codes: u32,
     pub verified: bool,
+}
+
+/// A block as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub kind: BlockKind,
+    pub key: String,
+    pub until: u64,
+    pub reason: String,
+    pub created_at: u64,
+}
+
+/// A code that was sent, for pumping statistics.
+#[derive(Clone, Debug)]
+pub struct SendRecord {
+    pub session: SessionHash,
+    pub sent_at: u64,
+    pub calling_code: u16,
+    /// Keyed hashes of the number's prefix and of the client's address block.
+    pub prefix: [u8; 32],
+    pub address_block: [u8; 32],
+}
+
+/// Which sends a statistic counts.
+#[derive(Clone, Copy, Debug)]
+pub enum StatsScope {
+    All,
+    Country(u16),
+    Prefix([u8; 32]),
+    AddressBlock([u8; 32]),
 }
 
 #[async_trait]
@@ -90,5 +121,24 @@ pub trait GateStore: Send + Sync {
     /// Gives the unit back: the code was right, or it was never checked.
     async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError>;
 
+    /// Marks the session verified, and its send with it.
     async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError>;
+
+    /// Adds a block, or lengthens an existing one.
+    async fn put_block(&self, block: &BlockRecord) -> Result<(), StoreError>;
+
+    /// Removes a block; false when there was none.
+    async fn delete_block(&self, kind: BlockKind, key: &str) -> Result<bool, StoreError>;
+
+    async fn active_blocks(&self, now: u64) -> Result<Vec<BlockRecord>, StoreError>;
+
+    async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError>;
+
+    /// Codes sent in `[from, to)` within the scope, and how many of them were verified.
+    async fn send_stats(
+        &self,
+        scope: StatsScope,
+        from: u64,
+        to: u64,
+    ) -> Result<SendStats, StoreError>;
 }

@@ -15,9 +15,10 @@ use sqlx::{Row, SqlitePool};
 
 use super::policy::{GuessState, SendState};
 use super::{
-    GateStore, GuessBudget, GuessClaim, GuessRefusal, SendClaim, SendSchedule, SessionRecord,
-    StoreError,
+    BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, SendClaim, SendRecord,
+    SendSchedule, SessionRecord, StatsScope, StoreError,
 };
+use crate::abuse::{BlockKind, SendStats};
 use crate::domain::{NumberHash, SessionHash};
 
 /// The per-number state kept in one SQLite file.
@@ -324,13 +325,121 @@ impl GateStore for SqliteStore {
     }
 
     async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE sessions SET verified_at = ? WHERE session_hash = ? AND verified_at IS NULL",
         )
         .bind(as_i64(now))
         .bind(&session.as_bytes()[..])
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sends SET verified = 1 WHERE session_hash = ?")
+            .bind(&session.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_block(&self, block: &BlockRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO blocks (kind, key, until, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, key) DO UPDATE
+             SET until = max(until, ?3), reason = ?4",
+        )
+        .bind(block.kind.as_str())
+        .bind(&block.key)
+        .bind(as_i64(block.until))
+        .bind(&block.reason)
+        .bind(as_i64(block.created_at))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn delete_block(&self, kind: BlockKind, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM blocks WHERE kind = ? AND key = ?")
+            .bind(kind.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn active_blocks(&self, now: u64) -> Result<Vec<BlockRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, key, until, reason, created_at FROM blocks WHERE until > ?
+             ORDER BY kind, key",
+        )
+        .bind(as_i64(now))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut blocks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: String = row.try_get("kind")?;
+            // A kind this version does not know is skipped rather than failing every load.
+            let Ok(kind) = kind.parse() else { continue };
+            blocks.push(BlockRecord {
+                kind,
+                key: row.try_get("key")?,
+                until: as_u64(row.try_get("until")?),
+                reason: row.try_get("reason")?,
+                created_at: as_u64(row.try_get("created_at")?),
+            });
+        }
+        Ok(blocks)
+    }
+
+    async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sends (session_hash, sent_at, calling_code, prefix_hash, block_hash)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_hash) DO NOTHING",
+        )
+        .bind(&send.session.as_bytes()[..])
+        .bind(as_i64(send.sent_at))
+        .bind(i64::from(send.calling_code))
+        .bind(&send.prefix[..])
+        .bind(&send.address_block[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn send_stats(
+        &self,
+        scope: StatsScope,
+        from: u64,
+        to: u64,
+    ) -> Result<SendStats, StoreError> {
+        let query = match scope {
+            StatsScope::All => sqlx::query(
+                "SELECT count(*) AS sent, coalesce(sum(verified), 0) AS verified FROM sends
+                 WHERE sent_at >= ? AND sent_at < ?",
+            ),
+            StatsScope::Country(code) => sqlx::query(
+                "SELECT count(*) AS sent, coalesce(sum(verified), 0) AS verified FROM sends
+                 WHERE calling_code = ? AND sent_at >= ? AND sent_at < ?",
+            )
+            .bind(i64::from(code)),
+            StatsScope::Prefix(hash) => sqlx::query(
+                "SELECT count(*) AS sent, coalesce(sum(verified), 0) AS verified FROM sends
+                 WHERE prefix_hash = ? AND sent_at >= ? AND sent_at < ?",
+            )
+            .bind(hash.to_vec()),
+            StatsScope::AddressBlock(hash) => sqlx::query(
+                "SELECT count(*) AS sent, coalesce(sum(verified), 0) AS verified FROM sends
+                 WHERE block_hash = ? AND sent_at >= ? AND sent_at < ?",
+            )
+            .bind(hash.to_vec()),
+        };
+        let row = query
+            .bind(as_i64(from))
+            .bind(as_i64(to))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(SendStats {
+            sent: as_u64(row.try_get("sent")?),
+            verified: as_u64(row.try_get("verified")?),
+        })
     }
 }

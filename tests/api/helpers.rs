@@ -179,3 +179,16 @@ pub async fn error_of(response: Response) -> (u16, String, Option<u64>) {
     }
     (status, code, retry)
 }
+
+/// The `i`th of many valid UK mobile numbers that share neither a prefix nor a hundred-block,
+/// so that only the rule a test is about can refuse them.
+pub fn spread_number(i: usize) -> String {
+    (0..600)
+        .map(|step| 400 + (i * 37 + step) % 600)
+        .map(|prefix| format!("+447{prefix:03}{:06}", (i * 7919 + 123_457) % 1_000_000))
+        .find(|candidate| {
+            signal_gate::domain::PhoneNumber::parse(candidate)
+                .is_ok_and(|n| n.kind() == phonenumber::Type::Mobile)
+        })
+        .expect("a valid UK mobile number")
+}

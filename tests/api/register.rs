@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use signal_gate::emulators::FaultMode;
 
-use crate::helpers::{error_of, spawn_app, spawn_app_with, NUMBER, SITEKEY};
+use crate::helpers::{error_of, spawn_app, spawn_app_with, spread_number, NUMBER, SITEKEY};
 
 #[tokio::test]
 async fn a_legitimate_user_gets_one_code_for_the_canonical_number() {
@@ -361,12 +361,11 @@ async fn captcha_outages_pass_when_the_operator_chose_to_fail_open() {
 async fn an_address_gets_its_budget_and_then_a_wait() {
     let app = spawn_app().await;
     for i in 0..10 {
-        let response = app
-            .register(&format!("+4474001237{i:02}"), "203.0.113.5")
-            .await;
+        let response = app.register(&spread_number(i), "203.0.113.5").await;
         assert_eq!(response.status(), 200, "request {i}");
     }
-    let (status, code, retry) = error_of(app.register("+447400123799", "203.0.113.5").await).await;
+    let (status, code, retry) =
+        error_of(app.register(&spread_number(90), "203.0.113.5").await).await;
     assert_eq!((status, code.as_str()), (429, "rate_limited"));
     assert_eq!(
         retry,
@@ -377,16 +376,18 @@ async fn an_address_gets_its_budget_and_then_a_wait() {
     for i in 0..10 {
         let ip = format!("2001:db8:0:1::{i:x}");
         assert_eq!(
-            app.register(&format!("+4474001238{i:02}"), &ip)
-                .await
-                .status(),
+            app.register(&spread_number(20 + i), &ip).await.status(),
             200
         );
     }
-    let (status, ..) = error_of(app.register("+447400123899", "2001:db8:0:1:ffff::1").await).await;
+    let (status, ..) = error_of(
+        app.register(&spread_number(91), "2001:db8:0:1:ffff::1")
+            .await,
+    )
+    .await;
     assert_eq!(status, 429);
     assert_eq!(
-        app.register("+447400123898", "2001:db8:0:2::1")
+        app.register(&spread_number(92), "2001:db8:0:2::1")
             .await
             .status(),
         200
@@ -398,15 +399,10 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let app = spawn_app_with(&[("SIGNAL_GATE_TRUSTED_PROXIES", "")]).await;
     for i in 0..10 {
         let ip = format!("198.51.100.{i}");
-        assert_eq!(
-            app.register(&format!("+4474001239{i:02}"), &ip)
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(app.register(&spread_number(i), &ip).await.status(), 200);
     }
     // Ten different forged addresses later, the loopback peer's budget is spent.
-    let (status, ..) = error_of(app.register("+447400123999", "198.51.100.99").await).await;
+    let (status, ..) = error_of(app.register(&spread_number(93), "198.51.100.99").await).await;
     assert_eq!(status, 429);
     assert_eq!(
         app.signal.forwarded_for().last().map(String::as_str),
@@ -575,7 +571,7 @@ async fn parallel_requests_from_one_address_spend_exactly_its_budget() {
     let requests = (0..50).map(|i| {
         let app = &app;
         async move {
-            app.register(&format!("+4474001240{i:02}"), "203.0.113.77")
+            app.register(&spread_number(i), "203.0.113.77")
                 .await
                 .status()
         }

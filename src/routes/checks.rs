@@ -1,0 +1,252 @@
+//! The register pipeline's checks on the client address, the destination and the number's
+//! budgets, and the abuse detectors that may raise blocks.
+
+use crate::abuse::{BlockKind, SendStats};
+use crate::decision::{DecisionLog, Reason};
+use crate::domain::{ClientAddress, PhoneNumber};
+use crate::gate::{limit_key_of, Gate, NumberKeys};
+use crate::limits::{LimitRule, Verdict};
+use crate::storage::{BlockRecord, StatsScope};
+
+use super::register::{spend, storage_failed};
+use super::ApiError;
+
+/// How far back the pumping baseline looks.
+const BASELINE_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// Countries need this many times the sends of a prefix before pumping is judged.
+const COUNTRY_SEND_FACTOR: u64 = 3;
+
+/// Blocks on the address, then the address's and its block's budgets.
+pub async fn check_address(
+    gate: &Gate,
+    address: &ClientAddress,
+    log: &mut DecisionLog,
+) -> Result<(), ApiError> {
+    if !gate.blocklist.is_empty() {
+        let now = gate.now_ms();
+        let keys = [
+            (BlockKind::Address, address.limit_label()),
+            (BlockKind::AddressBlock, address.block_label()),
+        ];
+        for (kind, key) in keys {
+            if let Some(until) = gate.blocklist.blocked_until(kind, &key, now) {
+                let wait = until.saturating_sub(now);
+                gate.refuse(ApiError::rate_limited(Reason::AddressBlocked, wait), log)?;
+            }
+        }
+    }
+    let (ip, block) = (address.limit_key(), address.block_key());
+    spend(
+        gate,
+        LimitRule::RegisterPerAddress,
+        ip,
+        Reason::RegisterPerIp,
+        log,
+    )
+    .await?;
+    spend(
+        gate,
+        LimitRule::RegisterPerBlock,
+        block,
+        Reason::RegisterPerBlock,
+        log,
+    )
+    .await
+}
+
+/// Where the code would go: country lists, number types, and blocks on the number, its range,
+/// any of its prefixes, or its country.
+pub fn check_destination(
+    gate: &Gate,
+    number: &PhoneNumber,
+    keys: &NumberKeys,
+    log: &mut DecisionLog,
+) -> Result<(), ApiError> {
+    if let Err(reason) = gate.policy.check(number) {
+        gate.refuse(ApiError::refuse(reason), log)?;
+    }
+    if gate.blocklist.is_empty() {
+        return Ok(());
+    }
+    let now = gate.now_ms();
+    let e164 = number.e164();
+    let shortest = 1 + number.calling_code().to_string().len();
+    let prefixes = (shortest..e164.len()).map(|end| (BlockKind::Prefix, e164[..end].to_owned()));
+    let mut candidates = vec![
+        (BlockKind::Number, hex::encode(keys.hash.as_bytes())),
+        (BlockKind::NumberRange, hex::encode(keys.range)),
+        (BlockKind::Country, number.calling_code().to_string()),
+    ];
+    candidates.extend(prefixes);
+    let blocked = candidates
+        .iter()
+        .any(|(kind, key)| gate.blocklist.blocked_until(*kind, key, now).is_some());
+    if blocked {
+        gate.refuse(ApiError::refuse(Reason::NumberBlocked), log)?;
+    }
+    Ok(())
+}
+
+/// The in-memory budgets of a number, its prefix and its country, with their reasons.
+pub fn number_budget_keys(keys: &NumberKeys) -> [(LimitRule, u128); 3] {
+    [
+        (LimitRule::RegisterPerNumber, keys.hash.limit_key()),
+        (LimitRule::RegisterPerPrefix, limit_key_of(&keys.prefix)),
+        (LimitRule::RegisterPerCountry, u128::from(keys.calling_code)),
+    ]
+}
+
+fn reason_of(rule: LimitRule) -> Reason {
+    match rule {
+        LimitRule::RegisterPerPrefix => Reason::RegisterPerPrefix,
+        LimitRule::RegisterPerCountry => Reason::RegisterPerCountry,
+        _ => Reason::RegisterPerNumber,
+    }
+}
+
+/// Before the captcha, `spend` false: looks at the number's budgets and send schedule, and
+/// refuses with the longest wait of those that refuse. After it, `spend` true: spends them.
+pub async fn number_budgets(
+    gate: &Gate,
+    keys: &NumberKeys,
+    spend_them: bool,
+    log: &mut DecisionLog,
+) -> Result<(), ApiError> {
+    if spend_them {
+        for (rule, key) in number_budget_keys(keys) {
+            spend(gate, rule, key, reason_of(rule), log).await?;
+        }
+        return Ok(());
+    }
+    let now = gate.now_ms();
+    let mut longest: Option<(u64, Reason)> = None;
+    for (rule, key) in number_budget_keys(keys) {
+        if let Verdict::Refused { retry_after_ms } = gate.limits.peek(rule, key, now).await {
+            longest = longest.max(Some((retry_after_ms, reason_of(rule))));
+        }
+    }
+    let blocked = gate
+        .store
+        .send_blocked_until(&keys.hash, now)
+        .await
+        .map_err(storage_failed)?;
+    let schedule = blocked.map(|until| (until.saturating_sub(now), Reason::SendSchedule));
+    match longest.max(schedule) {
+        Some((wait, reason)) => gate.refuse(ApiError::rate_limited(reason, wait), log),
+        None => Ok(()),
+    }
+}
+
+/// Sequential-number floods and SMS pumping, judged on requests that passed the captcha.
+pub async fn detect_abuse(
+    gate: &Gate,
+    number: &PhoneNumber,
+    address: &ClientAddress,
+    keys: &NumberKeys,
+    log: &mut DecisionLog,
+) -> Result<(), ApiError> {
+    let now = gate.now_ms();
+    let range = limit_key_of(&keys.range);
+    if gate.sequences.observe(range, keys.last_two, now) {
+        let key = hex::encode(keys.range);
+        raise_block(gate, BlockKind::NumberRange, key, Reason::SequentialNumbers).await?;
+        gate.refuse(ApiError::refuse(Reason::SequentialNumbers), log)?;
+    }
+    if let Some((kind, key)) = pumping_target(gate, number, address, keys, now).await? {
+        raise_block(gate, kind, key, Reason::SmsPumping).await?;
+        gate.refuse(ApiError::refuse(Reason::SmsPumping), log)?;
+    }
+    Ok(())
+}
+
+/// The prefix, country or address block whose codes go unverified far more than the gate's
+/// own traffic does, if any.
+async fn pumping_target(
+    gate: &Gate,
+    number: &PhoneNumber,
+    address: &ClientAddress,
+    keys: &NumberKeys,
+    now: u64,
+) -> Result<Option<(BlockKind, String)>, ApiError> {
+    let abuse = &gate.abuse;
+    let to = now.saturating_sub(abuse.pumping_grace.as_millis() as u64);
+    let from = to.saturating_sub(abuse.pumping_window.as_millis() as u64);
+    let stats = |scope, from| async move {
+        gate.store
+            .send_stats(scope, from, to)
+            .await
+            .map_err(storage_failed)
+    };
+    let baseline =
+        PumpingBaseline::of(stats(StatsScope::All, to.saturating_sub(BASELINE_WINDOW_MS)).await?);
+    let min = gate.pumping.min_sends;
+    let block_hash = gate
+        .number_key
+        .hash_labelled("block", &address.block_label());
+    let candidates = [
+        (
+            StatsScope::Prefix(keys.prefix),
+            min,
+            BlockKind::Prefix,
+            number.prefix().to_owned(),
+        ),
+        (
+            StatsScope::AddressBlock(block_hash),
+            min,
+            BlockKind::AddressBlock,
+            address.block_label(),
+        ),
+        (
+            StatsScope::Country(keys.calling_code),
+            min * COUNTRY_SEND_FACTOR,
+            BlockKind::Country,
+            keys.calling_code.to_string(),
+        ),
+    ];
+    for (scope, min_sends, kind, key) in candidates {
+        let observed = stats(scope, from).await?;
+        if gate.pumping.is_pumping(observed, baseline.0, min_sends) {
+            return Ok(Some((kind, key)));
+        }
+    }
+    Ok(None)
+}
+
+struct PumpingBaseline(f64);
+
+impl PumpingBaseline {
+    fn of(global: SendStats) -> PumpingBaseline {
+        PumpingBaseline(crate::abuse::PumpingPolicy::baseline(global))
+    }
+}
+
+/// Persists a block, adds it to the in-memory copy and raises the alert.
+async fn raise_block(
+    gate: &Gate,
+    kind: BlockKind,
+    key: String,
+    reason: Reason,
+) -> Result<(), ApiError> {
+    let now = gate.now_ms();
+    let until = now + gate.abuse.block_duration.as_millis() as u64;
+    let record = BlockRecord {
+        kind,
+        key: key.clone(),
+        until,
+        reason: reason.as_str().to_owned(),
+        created_at: now,
+    };
+    gate.store
+        .put_block(&record)
+        .await
+        .map_err(storage_failed)?;
+    gate.blocklist.insert(kind, key, until);
+    // Keys of numbers and ranges are keyed hashes; prefixes, countries and address blocks say
+    // nothing about one person.
+    let shown = match kind {
+        BlockKind::Number | BlockKind::NumberRange => record.key[..8].to_owned(),
+        _ => record.key.clone(),
+    };
+    tracing::warn!(alert = reason.as_str(), kind = kind.as_str(), key = %shown, until, "block raised");
+    Ok(())
+}
