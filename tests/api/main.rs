@@ -1,6 +1,7 @@
 //! The client API over real HTTP: the gate on port 0 with a temporary SQLite file, in front of
 //! the signal-server and hCaptcha emulators.
 
+mod abuse;
 mod demo;
 mod helpers;
 mod process;
