@@ -94,6 +94,8 @@ fn demo_vars(
         ("NUMBER_KEY", key),
         // The demo's clients all arrive through one loopback "proxy", each with its own address.
         ("TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+        // This operator's users live in the demo's countries; codes go nowhere else.
+        ("POLICY__ALLOW_COUNTRIES", numbers::COUNTRIES.join(",")),
     ]
     .into_iter()
     .map(|(name, value)| (format!("SIGNAL_GATE_{name}"), value))

@@ -22,7 +22,15 @@ pub async fn run_all(world: &World) -> Report {
             "one_number_many_writings",
             one_number_many_writings(world).await,
         ),
+        ("forged_headers", forged_headers(world).await),
+        ("ipv6_rotation", ipv6_rotation(world).await),
+        ("sequential_numbers", sequential_numbers(world).await),
+        ("premium_and_off_list", premium_and_off_list(world).await),
+        ("captcha_replay", captcha_replay(world).await),
+        ("parallel_burst", parallel_burst(world).await),
+        // These two move the clock on, so they come last.
         ("code_guesser", code_guesser(world).await),
+        ("sms_pumping", sms_pumping(world).await),
     ];
     for (name, tally) in classes {
         report.classes.insert(name.to_owned(), tally);
@@ -228,5 +236,163 @@ async fn code_guesser(world: &World) -> ClassTally {
     }
     tally.guesses_checked = Some(checked);
     tally.sms_sent = world.codes_sent_to(&[target]);
+    tally
+}
+
+/// Runs one register per (number, address) pair at once and tallies them.
+async fn burst(world: &World, attempts: Vec<(String, Option<String>, String)>) -> ClassTally {
+    let answers = join_all(
+        attempts
+            .iter()
+            .map(|(number, captcha, ip)| world.register(number, captcha.clone(), ip)),
+    )
+    .await;
+    let mut tally = ClassTally::default();
+    answers.iter().for_each(|a| tally.count(a));
+    tally
+}
+
+/// Valid mobile numbers of one region, all under prefixes no other class uses.
+fn attack_numbers(region: &str, first: u32, count: u32) -> Vec<String> {
+    (first..first + count)
+        .filter_map(|n| mobile_number(region, n))
+        .collect()
+}
+
+/// A client behind the proxy writing other addresses in front of its own.
+async fn forged_headers(world: &World) -> ClassTally {
+    let numbers = attack_numbers("IT", 200, 40);
+    let attempts = numbers.iter().enumerate().map(|(i, number)| {
+        let forged = format!(
+            "{}.{}.{}.{}, 203.0.113.70",
+            i + 1,
+            i * 3 % 250,
+            i % 7,
+            i % 250
+        );
+        (number.clone(), Some(world.token()), forged)
+    });
+    let mut tally = burst(world, attempts.collect()).await;
+    tally.sms_allowed = Some(10);
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// One subscriber rotating through the addresses of its IPv6 /64.
+async fn ipv6_rotation(world: &World) -> ClassTally {
+    let numbers = attack_numbers("NL", 200, 40);
+    let attempts = numbers.iter().enumerate().map(|(i, number)| {
+        (
+            number.clone(),
+            Some(world.token()),
+            format!("2001:db8:bad:1:{i:x}::{i:x}"),
+        )
+    });
+    let mut tally = burst(world, attempts.collect()).await;
+    tally.sms_allowed = Some(10);
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// Walking through a range of numbers, one address per number.
+async fn sequential_numbers(world: &World) -> ClassTally {
+    let numbers: Vec<String> = (0..30).map(|i| format!("+34612345{i:03}")).collect();
+    let mut tally = ClassTally {
+        sms_allowed: Some(3),
+        ..ClassTally::default()
+    };
+    for (i, number) in numbers.iter().enumerate() {
+        let answer = world
+            .register(number, Some(world.token()), &format!("198.51.{i}.33"))
+            .await;
+        tally.count(&answer);
+    }
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// Toll fraud: premium-rate and shared-cost numbers, and countries outside the allow list.
+async fn premium_and_off_list(world: &World) -> ClassTally {
+    let numbers: Vec<String> = [
+        "+449098790000",
+        "+448712345678",
+        "+37120123456",
+        "+5352123456",
+    ]
+    .iter()
+    .map(|n| n.to_string())
+    .collect();
+    let attempts = (0..20).map(|i| {
+        let number = numbers[i % numbers.len()].clone();
+        (
+            number,
+            Some(world.token()),
+            format!("198.51.{}.44", 100 + i),
+        )
+    });
+    let mut tally = burst(world, attempts.collect()).await;
+    tally.sms_allowed = Some(0);
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// One solved captcha replayed for many numbers.
+async fn captcha_replay(world: &World) -> ClassTally {
+    let numbers = attack_numbers("SE", 200, 20);
+    let token = world.token();
+    let attempts = numbers.iter().enumerate().map(|(i, number)| {
+        (
+            number.clone(),
+            Some(token.clone()),
+            format!("198.51.{}.55", 150 + i),
+        )
+    });
+    let mut tally = burst(world, attempts.collect()).await;
+    tally.sms_allowed = Some(1);
+    tally.sms_sent = world.codes_sent_to(&numbers);
+    tally
+}
+
+/// Fifty requests at once for one number, from fifty addresses.
+async fn parallel_burst(world: &World) -> ClassTally {
+    let Some(victim) = mobile_number("PL", 200) else {
+        return ClassTally::default();
+    };
+    let attempts = (0..50)
+        .map(|i| (victim.clone(), Some(world.token()), format!("100.64.{i}.9")))
+        .collect();
+    let mut tally = burst(world, attempts).await;
+    tally.sms_allowed = Some(1);
+    tally.sms_sent = world.codes_sent_to(&[victim]);
+    tally
+}
+
+/// Pumping: codes to one prefix that nobody verifies, then more once the pattern is visible.
+async fn sms_pumping(world: &World) -> ClassTally {
+    let numbers: Vec<String> = (0..30)
+        .map(|i| format!("+4915{:02}{:07}", 10, 1_000_000 + i * 90_001))
+        .collect();
+    let (first, second) = numbers.split_at(15);
+    let attempts = |part: &[String], base: usize| {
+        part.iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.clone(),
+                    Some(world.token()),
+                    format!("100.{}.{}.1", 80 + base + i, i),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut tally = burst(world, attempts(first, 0)).await;
+    world.clock.advance(Duration::from_secs(6 * 60));
+    let later = burst(world, attempts(second, 20)).await;
+    tally.requests += later.requests;
+    for (code, n) in later.refused {
+        *tally.refused.entry(code).or_default() += n;
+    }
+    tally.sms_allowed = Some(first.len() as u64);
+    tally.sms_sent = world.codes_sent_to(&numbers);
     tally
 }

@@ -33,4 +33,19 @@ async fn the_demo_verifies_every_user_and_writes_its_report() {
     assert_eq!(classes["flood_one_address"]["sms_sent"], 10);
     assert_eq!(classes["captcha_bots"]["sms_sent"], 0);
     assert_eq!(classes["one_number_many_writings"]["sms_sent"], 1);
+    let at_most = [
+        ("forged_headers", 10),
+        ("ipv6_rotation", 10),
+        ("sequential_numbers", 3),
+        ("premium_and_off_list", 0),
+        ("captcha_replay", 1),
+        ("parallel_burst", 1),
+        ("code_guesser", 2),
+        ("sms_pumping", 15),
+    ];
+    for (name, most) in at_most {
+        let sent = classes[name]["sms_sent"].as_u64().expect(name);
+        assert!(sent <= most, "{name}: {sent} codes, at most {most}");
+    }
+    assert!(classes["code_guesser"]["guesses_checked"].as_u64() <= Some(5));
 }
