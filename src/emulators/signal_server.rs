@@ -436,5 +436,6 @@ async fn stats(state: Data<State>) -> HttpResponse {
         "requestCode": count(&c.request_code),
         "submitCode": count(&c.submit_code),
         "smsSent": sms,
+        "forwardedFor": *lock(&state.forwarded_for),
     }))
 }
