@@ -123,9 +123,9 @@ pub struct LimitSettings {
     pub verify_per_number: Rate,
     pub wrong_codes_per_number: Rate,
     pub wrong_codes_per_session: u32,
-    /// Waits between the codes sent to one number; the window's budget is one more send.
+    /// Waits between the codes sent to one number; `register_per_number` is the window and
+    /// its budget.
     pub send_delays: Vec<Duration>,
-    pub send_window: Duration,
     pub cache_capacity: u64,
 }
 
@@ -239,7 +239,6 @@ impl Settings {
                 l.wrong_codes_per_session.to_string(),
             ),
             ("LIMITS__SEND_DELAYS", delays.join(",")),
-            ("LIMITS__SEND_WINDOW", d(l.send_window)),
             ("LIMITS__CACHE_CAPACITY", l.cache_capacity.to_string()),
             ("POLICY__ALLOW_COUNTRIES", p.allow_countries.to_string()),
             ("POLICY__DENY_COUNTRIES", p.deny_countries.to_string()),
@@ -299,7 +298,6 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LIMITS__WRONG_CODES_PER_NUMBER",
     "LIMITS__WRONG_CODES_PER_SESSION",
     "LIMITS__SEND_DELAYS",
-    "LIMITS__SEND_WINDOW",
     "LIMITS__CACHE_CAPACITY",
 ];
 
@@ -497,7 +495,6 @@ impl Sections {
             )?,
             wrong_codes_per_session: per_session,
             send_delays: duration_list(l, "LIMITS__SEND_DELAYS", "send_delays")?,
-            send_window: duration(l, "LIMITS__SEND_WINDOW", "send_window")?,
             cache_capacity: capacity,
         })
     }

@@ -50,7 +50,7 @@ impl Application {
         let store = SqliteStore::open(
             &settings.database.url,
             settings.database.busy_timeout,
-            SendSchedule::new(&limits.send_delays, limits.send_window),
+            SendSchedule::new(&limits.send_delays, limits.register_per_number),
             GuessBudget::new(
                 limits.wrong_codes_per_number,
                 limits.wrong_codes_per_session,
@@ -146,7 +146,6 @@ fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
     vec![
         (LimitRule::RegisterPerAddress, l.register_per_ip),
         (LimitRule::RegisterPerBlock, l.register_per_block),
-        (LimitRule::RegisterPerNumber, l.register_per_number),
         (LimitRule::RegisterPerPrefix, l.register_per_prefix),
         (LimitRule::RegisterPerCountry, l.register_per_country),
         (LimitRule::VerifyPerAddress, l.verify_per_ip),

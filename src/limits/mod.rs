@@ -19,7 +19,6 @@ use async_trait::async_trait;
 pub enum LimitRule {
     RegisterPerAddress,
     RegisterPerBlock,
-    RegisterPerNumber,
     RegisterPerPrefix,
     RegisterPerCountry,
     VerifyPerAddress,
@@ -27,10 +26,9 @@ pub enum LimitRule {
 }
 
 impl LimitRule {
-    pub const ALL: [LimitRule; 7] = [
+    pub const ALL: [LimitRule; 6] = [
         LimitRule::RegisterPerAddress,
         LimitRule::RegisterPerBlock,
-        LimitRule::RegisterPerNumber,
         LimitRule::RegisterPerPrefix,
         LimitRule::RegisterPerCountry,
         LimitRule::VerifyPerAddress,
@@ -42,7 +40,6 @@ impl LimitRule {
         match self {
             LimitRule::RegisterPerAddress => "register_per_ip",
             LimitRule::RegisterPerBlock => "register_per_block",
-            LimitRule::RegisterPerNumber => "register_per_number",
             LimitRule::RegisterPerPrefix => "register_per_prefix",
             LimitRule::RegisterPerCountry => "register_per_country",
             LimitRule::VerifyPerAddress => "verify_per_ip",

@@ -6,7 +6,7 @@ use crate::decision::{DecisionLog, Reason};
 use crate::domain::{ClientAddress, PhoneNumber};
 use crate::gate::{limit_key_of, Gate, NumberKeys};
 use crate::limits::{LimitRule, Verdict};
-use crate::storage::{BlockRecord, StatsScope};
+use crate::storage::{BlockRecord, SendWait, StatsScope};
 
 use super::register::{spend, storage_failed};
 use super::ApiError;
@@ -87,20 +87,27 @@ pub fn check_destination(
     Ok(())
 }
 
-/// The in-memory budgets of a number, its prefix and its country, with their reasons.
-pub fn number_budget_keys(keys: &NumberKeys) -> [(LimitRule, u128); 3] {
+/// The in-memory budgets of a number's prefix and country. The number's own budget is its
+/// send schedule, kept in the database.
+pub fn number_budget_keys(keys: &NumberKeys) -> [(LimitRule, u128); 2] {
     [
-        (LimitRule::RegisterPerNumber, keys.hash.limit_key()),
         (LimitRule::RegisterPerPrefix, limit_key_of(&keys.prefix)),
         (LimitRule::RegisterPerCountry, u128::from(keys.calling_code)),
     ]
 }
 
+/// The reason a send-schedule wait is reported under.
+pub fn reason_of_wait(wait: SendWait) -> Reason {
+    match wait {
+        SendWait::Cooldown { .. } => Reason::SendSchedule,
+        SendWait::WindowSpent { .. } => Reason::RegisterPerNumber,
+    }
+}
+
 fn reason_of(rule: LimitRule) -> Reason {
     match rule {
         LimitRule::RegisterPerPrefix => Reason::RegisterPerPrefix,
-        LimitRule::RegisterPerCountry => Reason::RegisterPerCountry,
-        _ => Reason::RegisterPerNumber,
+        _ => Reason::RegisterPerCountry,
     }
 }
 
@@ -130,7 +137,7 @@ pub async fn number_budgets(
         .send_blocked_until(&keys.hash, now)
         .await
         .map_err(storage_failed)?;
-    let schedule = blocked.map(|until| (until.saturating_sub(now), Reason::SendSchedule));
+    let schedule = blocked.map(|wait| (wait.until().saturating_sub(now), reason_of_wait(wait)));
     match longest.max(schedule) {
         Some((wait, reason)) => gate.refuse(ApiError::rate_limited(reason, wait), log),
         None => Ok(()),

@@ -168,9 +168,10 @@ async fn claim_send(
         .map_err(storage_failed)?
     {
         Ok(claim) => Ok(Some(claim)),
-        Err(until) => {
-            let wait = until.saturating_sub(now);
-            gate.refuse(ApiError::rate_limited(Reason::SendSchedule, wait), log)?;
+        Err(wait) => {
+            let reason = super::checks::reason_of_wait(wait);
+            let wait_ms = wait.until().saturating_sub(now);
+            gate.refuse(ApiError::rate_limited(reason, wait_ms), log)?;
             Ok(None)
         }
     }

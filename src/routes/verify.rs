@@ -188,7 +188,7 @@ async fn claim_guess(
                 .send_blocked_until(number, now)
                 .await
                 .map_err(storage_failed)?;
-            let wait = open_at.map_or(0, |at| at.saturating_sub(now));
+            let wait = open_at.map_or(0, |at| at.until().saturating_sub(now));
             ApiError::rate_limited(Reason::WrongCodesPerSession, wait)
         }
     };

@@ -7,7 +7,7 @@
 pub mod policy;
 mod sqlite;
 
-pub use policy::{GuessBudget, GuessRefusal, SendSchedule};
+pub use policy::{GuessBudget, GuessRefusal, SendSchedule, SendWait};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -84,7 +84,7 @@ pub trait GateStore: Send + Sync {
         &self,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Option<SendWait>, StoreError>;
 
     /// Takes the next send slot of the number's schedule in one atomic step, or says when the
     /// next one opens.
@@ -92,7 +92,7 @@ pub trait GateStore: Send + Sync {
         &self,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Result<SendClaim, u64>, StoreError>;
+    ) -> Result<Result<SendClaim, SendWait>, StoreError>;
 
     /// Gives a claimed slot back because no code was sent.
     async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError>;

@@ -1,7 +1,9 @@
 //! The persisted rules as pure functions of the stored state and `now` (milliseconds).
 //!
-//! Send schedule: within one window (a day by default) a number gets a code, then waits 1, 2, 5
-//! and 10 minutes between the next ones; after the last it is locked until the window ends.
+//! Send schedule: within one window a number gets a budget of codes (`register_per_number`,
+//! 5 a day by default), waiting 1, 2, 5 and 10 minutes between them; once the budget is spent
+//! it is locked until the window ends. All of it lives in the database, so a restart or an
+//! operator's reset through `signal-gate admin` takes effect at once.
 //! Wrong codes: a fixed budget per session and a fixed-window budget per number that spans every
 //! session and every code, so asking for a new code never resets it.
 
@@ -17,43 +19,68 @@ pub struct SendState {
     pub next_send_at: u64,
 }
 
+/// Why a number may not be sent a code now, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendWait {
+    /// Waiting between two codes.
+    Cooldown { until: u64 },
+    /// The window's budget is spent.
+    WindowSpent { until: u64 },
+}
+
+impl SendWait {
+    pub fn until(self) -> u64 {
+        match self {
+            SendWait::Cooldown { until } | SendWait::WindowSpent { until } => until,
+        }
+    }
+}
+
 /// The escalating waits between codes sent to one number.
 #[derive(Clone, Debug)]
 pub struct SendSchedule {
     delays_ms: Vec<u64>,
     window_ms: u64,
+    budget: u32,
 }
 
 impl SendSchedule {
-    pub fn new(delays: &[Duration], window: Duration) -> SendSchedule {
+    /// `budget` codes per window, with `delays` between them; when there are fewer delays than
+    /// gaps, the last delay repeats.
+    pub fn new(delays: &[Duration], budget: Rate) -> SendSchedule {
         SendSchedule {
             delays_ms: delays.iter().map(|d| d.as_millis() as u64).collect(),
-            window_ms: window.as_millis() as u64,
+            window_ms: budget.period().as_millis() as u64,
+            budget: budget.count(),
         }
     }
 
-    /// Codes one number may receive in a window.
-    pub fn sends_per_window(&self) -> u32 {
-        self.delays_ms.len() as u32 + 1
-    }
-
-    /// `Ok(state after one more send)`, or `Err(when the next send may go)`.
-    pub fn decide(&self, state: Option<SendState>, now: u64) -> Result<SendState, u64> {
+    /// `Ok(state after one more send)`, or why and until when the number must wait.
+    pub fn decide(&self, state: Option<SendState>, now: u64) -> Result<SendState, SendWait> {
         let current = state.filter(|s| now < s.window_start + self.window_ms);
         let Some(current) = current else {
             return Ok(self.after_send(now, 1, now));
         };
         if now < current.next_send_at {
-            return Err(current.next_send_at);
+            let until = current.next_send_at;
+            return Err(if current.sends >= self.budget {
+                SendWait::WindowSpent { until }
+            } else {
+                SendWait::Cooldown { until }
+            });
         }
         Ok(self.after_send(current.window_start, current.sends + 1, now))
     }
 
     fn after_send(&self, window_start: u64, sends: u32, now: u64) -> SendState {
         let window_end = window_start + self.window_ms;
-        let next_send_at = match self.delays_ms.get(sends as usize - 1) {
-            Some(delay) => (now + delay).min(window_end),
-            None => window_end,
+        let delay = self
+            .delays_ms
+            .get(sends as usize - 1)
+            .or(self.delays_ms.last());
+        let next_send_at = match delay {
+            Some(delay) if sends < self.budget => (now + delay).min(window_end),
+            _ => window_end,
         };
         SendState {
             window_start,
@@ -128,12 +155,26 @@ impl GuessBudget {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_last_delay_repeats_when_the_budget_is_larger() {
+        let hour = Rate::new(3, Duration::from_secs(3600));
+        let schedule = SendSchedule::new(&[Duration::from_secs(60)], hour);
+        let first = schedule.decide(None, 0).expect("open");
+        let second = schedule.decide(Some(first), 60_000).expect("open");
+        assert_eq!(second.next_send_at, 120_000);
+        let third = schedule.decide(Some(second), 120_000).expect("open");
+        assert_eq!(
+            third.next_send_at, 3_600_000,
+            "budget spent: locked to the window's end"
+        );
+    }
+
     const MIN: u64 = 60_000;
     const DAY: u64 = 24 * 60 * MIN;
 
     fn schedule() -> SendSchedule {
         let minutes = [1, 2, 5, 10].map(|m| Duration::from_secs(m * 60));
-        SendSchedule::new(&minutes, Duration::from_secs(86_400))
+        SendSchedule::new(&minutes, Rate::new(5, Duration::from_secs(86_400)))
     }
 
     #[test]
@@ -145,7 +186,8 @@ mod tests {
         for _ in 0..5 {
             let next = schedule.decide(state, now).expect("slot open");
             waits.push((next.next_send_at - now) / MIN);
-            assert_eq!(schedule.decide(Some(next), now + 1), Err(next.next_send_at));
+            let wait = schedule.decide(Some(next), now + 1).expect_err("a wait");
+            assert_eq!(wait.until(), next.next_send_at);
             now = next.next_send_at;
             state = Some(next);
         }

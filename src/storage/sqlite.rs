@@ -16,7 +16,7 @@ use sqlx::{Row, SqlitePool};
 use super::policy::{GuessState, SendState};
 use super::{
     BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, SendClaim, SendRecord,
-    SendSchedule, SessionRecord, StatsScope, StoreError,
+    SendSchedule, SendWait, SessionRecord, StatsScope, StoreError,
 };
 use crate::abuse::{BlockKind, SendStats};
 use crate::domain::{NumberHash, SessionHash};
@@ -139,7 +139,7 @@ impl GateStore for SqliteStore {
         &self,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<SendWait>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let state = self.read_send_state(&mut conn, number).await?;
         Ok(self.schedule.decide(state, now).err())
@@ -149,12 +149,12 @@ impl GateStore for SqliteStore {
         &self,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Result<SendClaim, u64>, StoreError> {
+    ) -> Result<Result<SendClaim, SendWait>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before = self.read_send_state(&mut tx, number).await?;
         let after = match self.schedule.decide(before, now) {
             Ok(after) => after,
-            Err(open_at) => return Ok(Err(open_at)),
+            Err(wait) => return Ok(Err(wait)),
         };
         sqlx::query(
             "INSERT INTO send_schedules (number_hash, window_start, sends, next_send_at)
