@@ -150,13 +150,18 @@ impl DecisionLog {
     }
 
     /// Writes the one line of this decision.
-    pub fn finish(&self, reason: Reason, status: u16) {
+    pub fn finish(&self, reason: Reason, status: u16, metrics: &crate::metrics::Metrics) {
         let shadowed: Vec<&str> = self.shadowed.iter().map(|r| r.as_str()).collect();
         let outcome = if reason == Reason::Approved {
             "approved"
         } else {
             "refused"
         };
+        let endpoint = self.endpoint.as_str();
+        metrics.decision(endpoint, outcome, reason.as_str());
+        for waived in &self.shadowed {
+            metrics.shadowed(endpoint, waived.as_str());
+        }
         tracing::info!(
             target: "signal_gate::decision",
             endpoint = self.endpoint.as_str(),

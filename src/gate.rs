@@ -15,6 +15,7 @@ use crate::configuration::{AbuseSettings, Mode, Settings};
 use crate::decision::DecisionLog;
 use crate::domain::{ClientAddress, NumberHash, NumberKey, PhoneNumber, TrustedProxies};
 use crate::limits::LimitStore;
+use crate::metrics::Metrics;
 use crate::routes::ApiError;
 use crate::storage::GateStore;
 use crate::upstream::{ClientContext, UpstreamClient};
@@ -39,6 +40,7 @@ pub struct Gate {
     pub sequences: SequenceTracker,
     pub pumping: PumpingPolicy,
     pub abuse: AbuseSettings,
+    pub metrics: Arc<Metrics>,
     mode: Mode,
     rule_modes: HashMap<String, Mode>,
 }
@@ -49,6 +51,7 @@ pub struct GateParts {
     pub limits: Arc<dyn LimitStore>,
     pub store: Arc<dyn GateStore>,
     pub blocklist: Arc<Blocklist>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Gate {
@@ -81,6 +84,7 @@ impl Gate {
                 min_sends: abuse.pumping_min_sends,
             },
             abuse,
+            metrics: parts.metrics,
             mode: settings.mode,
             rule_modes: settings.rules.clone(),
         })

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abuse;
+pub mod admin;
 pub mod captcha;
 pub mod clock;
 pub mod configuration;
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod emulators;
 pub mod gate;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod storage;

@@ -28,6 +28,11 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Operator actions on the database directly, for when the admin API is out of reach.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Run the signal-server and hCaptcha emulators on loopback, for trying the gate by hand.
     Emulate {
         #[arg(long, default_value_t = 8081)]
@@ -40,6 +45,28 @@ enum Command {
         #[arg(long, default_value = emulators::hcaptcha::TEST_SITEKEY)]
         sitekey: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Show a number's send schedule, wrong codes and blocks.
+    Number { number: String },
+    /// Clear a number's cooldown, lockout, wrong codes and number block.
+    Clear { number: String },
+    /// List the blocks in force.
+    Blocks,
+    /// Block an address, address_block, number, number_range, prefix or country.
+    Block {
+        kind: String,
+        key: String,
+        /// How long, such as 12h or 7d.
+        #[arg(long = "for", default_value = "12h")]
+        duration: String,
+        #[arg(long, default_value = "operator")]
+        reason: String,
+    },
+    /// Remove a block.
+    Unblock { kind: String, key: String },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +86,7 @@ fn main() -> ExitCode {
             Command::Serve => serve().await,
             Command::CheckConfig => check_config(),
             Command::Demo { report } => demo::run(report.as_deref()).await,
+            Command::Admin { action } => admin(action).await,
             Command::Emulate {
                 signal_port,
                 hcaptcha_port,
@@ -101,6 +129,51 @@ fn check_config() -> anyhow::Result<()> {
     for name in Settings::unknown_variables(std::env::vars().map(|(k, _)| k)) {
         eprintln!("warning: {name} matches no setting");
     }
+    Ok(())
+}
+
+async fn admin(action: AdminAction) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    use signal_gate::clock::{Clock, SystemClock};
+    use signal_gate::configuration::parse_duration;
+    use signal_gate::storage::{GuessBudget, SendSchedule, SqliteStore};
+
+    let settings = Settings::load()?;
+    let l = &settings.limits;
+    let store = SqliteStore::open(
+        &settings.database.url,
+        settings.database.busy_timeout,
+        SendSchedule::new(&l.send_delays, l.register_per_number),
+        GuessBudget::new(l.wrong_codes_per_number, l.wrong_codes_per_session),
+    )
+    .await?;
+    let number_key = signal_gate::domain::NumberKey::new(settings.number_key.expose_secret());
+    let tool = signal_gate::admin::Admin {
+        store: &store,
+        number_key: &number_key,
+        blocklist: None,
+        now_ms: SystemClock.now_ms(),
+    };
+    let answer = match action {
+        AdminAction::Number { number } => serde_json::to_value(tool.number_report(&number).await?)?,
+        AdminAction::Clear { number } => {
+            serde_json::json!({"cleared": tool.clear_number(&number).await?})
+        }
+        AdminAction::Blocks => serde_json::json!({"blocks": tool.list_blocks().await?}),
+        AdminAction::Block {
+            kind,
+            key,
+            duration,
+            reason,
+        } => {
+            let duration = parse_duration(&duration).map_err(anyhow::Error::msg)?;
+            serde_json::to_value(tool.add_block(&kind, &key, duration, &reason).await?)?
+        }
+        AdminAction::Unblock { kind, key } => {
+            serde_json::json!({"removed": tool.remove_block(&kind, &key).await?})
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 

@@ -15,7 +15,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::configuration::Settings;
 use crate::gate::{Gate, GateParts};
 use crate::limits::{LimitRule, MemoryLimitStore, Rate};
+use crate::metrics::Metrics;
 use crate::routes;
+use crate::routes::admin::AdminToken;
 use crate::storage::GateStore;
 use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
 use std::time::Duration;
@@ -71,6 +73,7 @@ impl Application {
             limits: limit_store,
             store: Arc::new(store.clone()),
             blocklist,
+            metrics: Arc::new(Metrics::new()),
         };
         let gate = Gate::new(&settings, parts)?;
 
@@ -85,8 +88,10 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
-        let server = client_server(listener, Data::new(gate), settings.workers)?;
-        let admin = admin_server(admin_listener, store)?;
+        let gate = Data::new(gate);
+        let server = client_server(listener, gate.clone(), settings.workers)?;
+        let token = Data::new(AdminToken(settings.admin.token.clone()));
+        let admin = admin_server(admin_listener, gate, token)?;
         Ok(Application {
             port,
             admin_port,
@@ -172,13 +177,16 @@ fn client_server(
     Ok(server)
 }
 
-fn admin_server(listener: TcpListener, store: SqliteStore) -> anyhow::Result<Server> {
-    let store = Data::new(store);
+fn admin_server(
+    listener: TcpListener,
+    gate: Data<Gate>,
+    token: Data<AdminToken>,
+) -> anyhow::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(store.clone())
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
+            .app_data(gate.clone())
+            .app_data(token.clone())
+            .configure(routes::admin::configure)
             .default_service(web::to(not_found))
     })
     .workers(1)
@@ -191,23 +199,4 @@ fn admin_server(listener: TcpListener, store: SqliteStore) -> anyhow::Result<Ser
 
 async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({"code": "not_found", "message": "No such endpoint."}))
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "alive"}))
-}
-
-/// Ready when the database answers a write.
-async fn readyz(store: Data<SqliteStore>) -> HttpResponse {
-    let probe = sqlx::query("PRAGMA user_version = 0")
-        .execute(store.pool())
-        .await;
-    match probe {
-        Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(error) => {
-            tracing::warn!(error = %error, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "unavailable", "reason": "database not writable"}))
-        }
-    }
 }

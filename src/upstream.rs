@@ -80,6 +80,17 @@ impl UpstreamClient {
         })
     }
 
+    /// True when signal-server answers HTTP at all (any status), for readiness checks.
+    pub async fn reachable(&self) -> bool {
+        let url = self.base.clone();
+        self.http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
+    }
+
     /// `POST /v1/verification/session`.
     pub async fn create_session(
         &self,

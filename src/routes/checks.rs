@@ -248,12 +248,14 @@ async fn raise_block(
         .await
         .map_err(storage_failed)?;
     gate.blocklist.insert(kind, key, until);
+    gate.metrics.alert(reason.as_str());
     // Keys of numbers and ranges are keyed hashes; prefixes, countries and address blocks say
     // nothing about one person.
     let shown = match kind {
         BlockKind::Number | BlockKind::NumberRange => record.key[..8].to_owned(),
         _ => record.key.clone(),
     };
-    tracing::warn!(alert = reason.as_str(), kind = kind.as_str(), key = %shown, until, "block raised");
+    let (alert, kind) = (reason.as_str(), kind.as_str());
+    tracing::warn!(alert, kind, key = %shown, until, "block raised");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The client API: one module per endpoint, plus the shared body reader and error answers.
 
+pub mod admin;
 mod body;
 mod checks;
 mod error;

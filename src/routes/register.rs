@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{parse_json, read_bounded};
 use super::checks::{check_address, check_destination, detect_abuse, number_budgets};
 use super::ApiError;
+use crate::captcha::CaptchaPass;
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{DecisionLog, Endpoint, Reason};
 use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, PhoneNumber};
@@ -52,11 +53,11 @@ pub async fn register(request: HttpRequest, payload: Payload, gate: Data<Gate>) 
     let result = run(&request, payload, &gate, &address, &mut log).await;
     match result {
         Ok(answer) => {
-            log.finish(Reason::Approved, 200);
+            log.finish(Reason::Approved, 200, &gate.metrics);
             HttpResponse::Ok().json(answer)
         }
         Err(error) => {
-            log.finish(error.reason, error.status.as_u16());
+            log.finish(error.reason, error.status.as_u16(), &gate.metrics);
             error.error_response()
         }
     }
@@ -79,12 +80,13 @@ async fn run(
     number_budgets(gate, &keys, false, log).await?;
 
     // The captcha's age is measured against hCaptcha's wall clock, not the decision clock.
-    let checked = gate
+    let verifying = gate
         .captcha
-        .verify(&parsed.captcha, address, SystemClock.now_ms())
-        .await;
-    if let Err(reason) = checked {
-        gate.refuse(ApiError::refuse(reason), log)?;
+        .verify(&parsed.captcha, address, SystemClock.now_ms());
+    match gate.metrics.captcha(verifying).await {
+        Ok(CaptchaPass::Verified) => {}
+        Ok(CaptchaPass::FailedOpen) => gate.metrics.fail_open(),
+        Err(reason) => gate.refuse(ApiError::refuse(reason), log)?,
     }
 
     detect_abuse(gate, &parsed.number, address, &keys, log).await?;
@@ -161,9 +163,10 @@ async fn claim_send(
     log: &mut DecisionLog,
 ) -> Result<Option<SendClaim>, ApiError> {
     let now = gate.now_ms();
+    let claiming = gate.store.claim_send(&keys.hash, now);
     match gate
-        .store
-        .claim_send(&keys.hash, now)
+        .metrics
+        .storage(claiming)
         .await
         .map_err(storage_failed)?
     {
@@ -221,20 +224,22 @@ async fn send_code(
     keys: &NumberKeys,
 ) -> Result<UpstreamSession, ApiError> {
     let context = client_context(request, address);
-    let upstream = &gate.upstream;
-    let session = upstream
-        .create_session(parsed.number.e164(), context)
+    let (upstream, metrics) = (&gate.upstream, &gate.metrics);
+    let creating = upstream.create_session(parsed.number.e164(), context);
+    let session = metrics
+        .upstream("create_session", creating)
         .await
         .map_err(|e| upstream_failed("create session", &e))?;
     let now = gate.now_ms();
     let expires_at = now + SESSION_LIFETIME.as_millis() as u64;
     let session_hash = gate.number_key.hash_session(&session.id);
-    gate.store
-        .create_session(&session_hash, &keys.hash, now, expires_at)
-        .await
-        .map_err(storage_failed)?;
-    upstream
-        .submit_captcha(&session.id, context)
+    let recording = gate
+        .store
+        .create_session(&session_hash, &keys.hash, now, expires_at);
+    metrics.storage(recording).await.map_err(storage_failed)?;
+    let handing_over = upstream.submit_captcha(&session.id, context);
+    metrics
+        .upstream("submit_captcha", handing_over)
         .await
         .map_err(|e| {
             // A 4xx here means signal-server refused the gate's own captcha string: a setup fault,
@@ -247,8 +252,9 @@ async fn send_code(
                 other => ApiError::upstream(&other),
             }
         })?;
-    upstream
-        .request_code(&session.id, parsed.transport, &parsed.client, context)
+    let requesting = upstream.request_code(&session.id, parsed.transport, &parsed.client, context);
+    metrics
+        .upstream("request_code", requesting)
         .await
         .map_err(|e| upstream_failed("request code", &e))
 }

@@ -50,11 +50,11 @@ pub async fn verify(request: HttpRequest, payload: Payload, gate: Data<Gate>) ->
     let mut log = DecisionLog::new(Endpoint::Verify, address.block_label());
     match run(&request, payload, &gate, &address, &mut log).await {
         Ok(answer) => {
-            log.finish(Reason::Approved, 200);
+            log.finish(Reason::Approved, 200, &gate.metrics);
             HttpResponse::Ok().json(answer)
         }
         Err(error) => {
-            log.finish(error.reason, error.status.as_u16());
+            log.finish(error.reason, error.status.as_u16(), &gate.metrics);
             error.error_response()
         }
     }
@@ -93,10 +93,10 @@ async fn run(
 
     let claim = claim_guess(gate, &session, &number, log).await?;
     let context = client_context(request, address);
-    let checked = gate
+    let submitting = gate
         .upstream
-        .submit_code(&parsed.session_id, &parsed.code, context)
-        .await;
+        .submit_code(&parsed.session_id, &parsed.code, context);
+    let checked = gate.metrics.upstream("submit_code", submitting).await;
     let outcome = match checked {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -171,9 +171,10 @@ async fn claim_guess(
     log: &mut DecisionLog,
 ) -> Result<Option<GuessClaim>, ApiError> {
     let now = gate.now_ms();
+    let claiming = gate.store.claim_guess(session, number, now);
     let claimed = gate
-        .store
-        .claim_guess(session, number, now)
+        .metrics
+        .storage(claiming)
         .await
         .map_err(storage_failed)?;
     let refusal = match claimed {

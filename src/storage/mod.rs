@@ -124,6 +124,15 @@ pub trait GateStore: Send + Sync {
     /// Marks the session verified, and its send with it.
     async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError>;
 
+    /// A number's schedule and wrong-code count, for operators.
+    async fn number_state(
+        &self,
+        number: &NumberHash,
+    ) -> Result<(Option<SendState>, Option<GuessState>), StoreError>;
+
+    /// Clears a number's cooldown, lockout and wrong codes; true when there was anything.
+    async fn clear_number(&self, number: &NumberHash) -> Result<bool, StoreError>;
+
     /// Adds a block, or lengthens an existing one.
     async fn put_block(&self, block: &BlockRecord) -> Result<(), StoreError>;
 

@@ -341,6 +341,44 @@ impl GateStore for SqliteStore {
         Ok(())
     }
 
+    async fn number_state(
+        &self,
+        number: &NumberHash,
+    ) -> Result<(Option<SendState>, Option<GuessState>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let schedule = self.read_send_state(&mut conn, number).await?;
+        let row = sqlx::query("SELECT window_start, count FROM wrong_codes WHERE number_hash = ?")
+            .bind(&number.as_bytes()[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+        let wrong = match row {
+            Some(row) => Some(GuessState {
+                window_start: as_u64(row.try_get("window_start")?),
+                count: row.try_get::<i64, _>("count")?.clamp(0, 1 << 20) as u32,
+            }),
+            None => None,
+        };
+        Ok((schedule, wrong))
+    }
+
+    async fn clear_number(&self, number: &NumberHash) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut cleared = 0;
+        for statement in [
+            "DELETE FROM send_schedules WHERE number_hash = ?",
+            "DELETE FROM wrong_codes WHERE number_hash = ?",
+            "UPDATE sessions SET wrong_codes = 0 WHERE number_hash = ? AND wrong_codes > 0",
+        ] {
+            let done = sqlx::query(statement)
+                .bind(&number.as_bytes()[..])
+                .execute(&mut *tx)
+                .await?;
+            cleared += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(cleared > 0)
+    }
+
     async fn put_block(&self, block: &BlockRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO blocks (kind, key, until, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -4,6 +4,7 @@
 mod abuse;
 mod demo;
 mod helpers;
+mod operations;
 mod process;
 mod register;
 mod verify;
