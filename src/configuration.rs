@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::abuse::{CountrySet, NumberTypes, RULE_NAMES};
+use crate::alerts::AlertSettings;
 use crate::domain::TrustedProxies;
 use crate::limits::Rate;
 
@@ -41,6 +42,16 @@ pub struct Settings {
     pub abuse: AbuseSettings,
     /// Per-rule overrides of `mode`, by rule name.
     pub rules: HashMap<String, Mode>,
+    pub alerts: AlertSettings,
+    pub retention: RetentionSettings,
+}
+
+/// How long stored rows are kept.
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    pub interval: Duration,
+    pub sends_max_age: Duration,
+    pub sends_max_rows: u64,
 }
 
 /// Where codes may be sent.
@@ -253,6 +264,28 @@ impl Settings {
             ("ABUSE__PUMPING_RATIO", a.pumping_ratio.to_string()),
             ("ABUSE__PUMPING_MIN_SENDS", a.pumping_min_sends.to_string()),
             ("ABUSE__BLOCK_DURATION", d(a.block_duration)),
+            (
+                "ALERTS__WEBHOOK_URL",
+                self.alerts
+                    .webhook_url
+                    .as_ref()
+                    .map_or(String::new(), |u| u.to_string()),
+            ),
+            ("ALERTS__DEDUP_WINDOW", d(self.alerts.dedup_window)),
+            (
+                "ALERTS__CAPTCHA_FAILURES_PER_MINUTE",
+                self.alerts.captcha_failures_per_minute.to_string(),
+            ),
+            (
+                "ALERTS__UPSTREAM_ERRORS_PER_MINUTE",
+                self.alerts.upstream_errors_per_minute.to_string(),
+            ),
+            ("RETENTION__INTERVAL", d(self.retention.interval)),
+            ("RETENTION__SENDS_MAX_AGE", d(self.retention.sends_max_age)),
+            (
+                "RETENTION__SENDS_MAX_ROWS",
+                self.retention.sends_max_rows.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -299,6 +332,27 @@ const KNOWN_VARIABLES: &[&str] = &[
     "LIMITS__WRONG_CODES_PER_SESSION",
     "LIMITS__SEND_DELAYS",
     "LIMITS__CACHE_CAPACITY",
+    "LIMITS__REGISTER_PER_BLOCK",
+    "LIMITS__REGISTER_PER_PREFIX",
+    "LIMITS__REGISTER_PER_COUNTRY",
+    "HCAPTCHA__MAX_SCORE",
+    "POLICY__ALLOW_COUNTRIES",
+    "POLICY__DENY_COUNTRIES",
+    "POLICY__DENY_NUMBER_TYPES",
+    "ABUSE__SEQUENTIAL_THRESHOLD",
+    "ABUSE__SEQUENTIAL_WINDOW",
+    "ABUSE__PUMPING_WINDOW",
+    "ABUSE__PUMPING_GRACE",
+    "ABUSE__PUMPING_RATIO",
+    "ABUSE__PUMPING_MIN_SENDS",
+    "ABUSE__BLOCK_DURATION",
+    "ALERTS__WEBHOOK_URL",
+    "ALERTS__DEDUP_WINDOW",
+    "ALERTS__CAPTCHA_FAILURES_PER_MINUTE",
+    "ALERTS__UPSTREAM_ERRORS_PER_MINUTE",
+    "RETENTION__INTERVAL",
+    "RETENTION__SENDS_MAX_AGE",
+    "RETENTION__SENDS_MAX_ROWS",
 ];
 
 /// The settings as text, exactly as the sources gave them.
@@ -318,6 +372,8 @@ struct RawSettings {
     abuse: HashMap<String, String>,
     #[serde(default)]
     rules: HashMap<String, String>,
+    alerts: HashMap<String, String>,
+    retention: HashMap<String, String>,
 }
 
 impl RawSettings {
@@ -364,6 +420,8 @@ impl RawSettings {
             policy: sections.policy()?,
             abuse: sections.abuse()?,
             rules: parse_rules(self.rules)?,
+            alerts: parse_alerts(&self.alerts)?,
+            retention: parse_retention(&self.retention)?,
         })
     }
 }
@@ -535,6 +593,52 @@ impl Sections {
             block_duration: duration(a, "ABUSE__BLOCK_DURATION", "block_duration")?,
         })
     }
+}
+
+fn parse_alerts(section: &HashMap<String, String>) -> Result<AlertSettings, ConfigError> {
+    let webhook_url = match nonempty(section, "webhook_url") {
+        Some(_) => Some(http_url(section, "ALERTS__WEBHOOK_URL", "webhook_url")?),
+        None => None,
+    };
+    Ok(AlertSettings {
+        webhook_url,
+        dedup_window: duration(section, "ALERTS__DEDUP_WINDOW", "dedup_window")?,
+        captcha_failures_per_minute: positive(
+            section,
+            "ALERTS__CAPTCHA_FAILURES_PER_MINUTE",
+            "captcha_failures_per_minute",
+        )?,
+        upstream_errors_per_minute: positive(
+            section,
+            "ALERTS__UPSTREAM_ERRORS_PER_MINUTE",
+            "upstream_errors_per_minute",
+        )?,
+    })
+}
+
+fn parse_retention(section: &HashMap<String, String>) -> Result<RetentionSettings, ConfigError> {
+    Ok(RetentionSettings {
+        interval: duration(section, "RETENTION__INTERVAL", "interval")?,
+        sends_max_age: duration(section, "RETENTION__SENDS_MAX_AGE", "sends_max_age")?,
+        sends_max_rows: u64::from(positive(
+            section,
+            "RETENTION__SENDS_MAX_ROWS",
+            "sends_max_rows",
+        )?),
+    })
+}
+
+/// A whole number of at least one.
+fn positive(
+    section: &HashMap<String, String>,
+    suffix: &str,
+    key: &str,
+) -> Result<u32, ConfigError> {
+    let value: u32 = field(section, suffix, key)?;
+    if value == 0 {
+        return Err(problem(suffix, "must be at least 1"));
+    }
+    Ok(value)
 }
 
 /// A number from 0 to 1, or nothing when unset.
@@ -804,6 +908,9 @@ mod tests {
             ("SIGNAL_GATE_RULES__SMS_PUMPING", "maybe"),
             ("SIGNAL_GATE_RULES__NO_SUCH_RULE", "shadow"),
             ("SIGNAL_GATE_HCAPTCHA__MAX_SCORE", "high"),
+            ("SIGNAL_GATE_ALERTS__WEBHOOK_URL", "not a url"),
+            ("SIGNAL_GATE_ALERTS__UPSTREAM_ERRORS_PER_MINUTE", "0"),
+            ("SIGNAL_GATE_RETENTION__INTERVAL", "never"),
             ("SIGNAL_GATE_LIMITS__SEND_DELAYS", "1m,later"),
         ];
         for (name, value) in cases {
@@ -831,6 +938,26 @@ mod tests {
         }
         assert!(!shown.contains("admin-token-that-is-secret"));
         assert!(!shown.contains("signal-hcaptcha.noop"));
+    }
+
+    #[test]
+    fn every_described_variable_is_known_and_every_known_one_described() {
+        let mut vars = required_vars();
+        vars.insert("SIGNAL_GATE_RULES__SMS_PUMPING".into(), "shadow".into());
+        let settings = Settings::from_env(vars).expect("valid settings");
+        let described: Vec<String> = settings
+            .describe()
+            .iter()
+            .map(|line| line.split('=').next().unwrap_or_default().to_owned())
+            .collect();
+        let unknown = Settings::unknown_variables(described.iter().cloned());
+        assert!(unknown.is_empty(), "described but unknown: {unknown:?}");
+        for known in KNOWN_VARIABLES {
+            assert!(
+                described.contains(&format!("{ENV_PREFIX}{known}")),
+                "{known} not described"
+            );
+        }
     }
 
     #[test]

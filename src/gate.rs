@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 
 use crate::abuse::{rule_of, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker};
+use crate::alerts::Alerter;
 use crate::captcha::CaptchaVerifier;
 use crate::clock::Clock;
 use crate::configuration::{AbuseSettings, Mode, Settings};
@@ -41,6 +42,7 @@ pub struct Gate {
     pub pumping: PumpingPolicy,
     pub abuse: AbuseSettings,
     pub metrics: Arc<Metrics>,
+    pub alerts: Alerter,
     mode: Mode,
     rule_modes: HashMap<String, Mode>,
 }
@@ -84,6 +86,7 @@ impl Gate {
                 min_sends: abuse.pumping_min_sends,
             },
             abuse,
+            alerts: Alerter::new(settings.alerts.clone(), Arc::clone(&parts.metrics)),
             metrics: parts.metrics,
             mode: settings.mode,
             rule_modes: settings.rules.clone(),

@@ -14,6 +14,7 @@
 
 pub mod abuse;
 pub mod admin;
+pub mod alerts;
 pub mod captcha;
 pub mod clock;
 pub mod configuration;

@@ -18,7 +18,7 @@ use crate::limits::{LimitRule, MemoryLimitStore, Rate};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::admin::AdminToken;
-use crate::storage::GateStore;
+use crate::storage::{GateStore, Retention};
 use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
 use std::time::Duration;
 
@@ -66,6 +66,12 @@ impl Application {
         tokio::spawn(keep_blocks_fresh(
             store.clone(),
             Arc::clone(&blocklist),
+            Arc::clone(&clock),
+        ));
+        let retention = retention_of(&settings);
+        tokio::spawn(prune_on_schedule(
+            store.clone(),
+            retention,
             Arc::clone(&clock),
         ));
         let parts = GateParts {
@@ -142,6 +148,46 @@ async fn keep_blocks_fresh(store: SqliteStore, blocks: Arc<Blocklist>, clock: Ar
         ticks.tick().await;
         if let Err(error) = reload_blocks(&store, &blocks, clock.now_ms()).await {
             tracing::warn!(error = %format!("{error:#}"), "keeping the previous blocks");
+        }
+    }
+}
+
+/// What pruning keeps, from the settings; `now` is filled in at each pass.
+fn retention_of(settings: &Settings) -> (Duration, Retention) {
+    let l = &settings.limits;
+    let longest = [
+        l.register_per_number.period(),
+        l.wrong_codes_per_number.period(),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or_default();
+    let retention = Retention {
+        now: 0,
+        longest_window_ms: longest.as_millis() as u64,
+        sends_max_age_ms: settings.retention.sends_max_age.as_millis() as u64,
+        sends_max_rows: settings.retention.sends_max_rows,
+    };
+    (settings.retention.interval, retention)
+}
+
+/// Prunes expired rows for as long as the process runs, so the database does not grow
+/// without end under a flood.
+async fn prune_on_schedule(
+    store: SqliteStore,
+    (interval, retention): (Duration, Retention),
+    clock: Arc<dyn Clock>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        let pass = Retention {
+            now: clock.now_ms(),
+            ..retention
+        };
+        match store.prune(pass).await {
+            Ok(pruned) => tracing::info!(?pruned, "pruned expired rows"),
+            Err(error) => tracing::warn!(error = %error, "pruning failed; will try again"),
         }
     }
 }

@@ -248,14 +248,13 @@ async fn raise_block(
         .await
         .map_err(storage_failed)?;
     gate.blocklist.insert(kind, key, until);
-    gate.metrics.alert(reason.as_str());
     // Keys of numbers and ranges are keyed hashes; prefixes, countries and address blocks say
     // nothing about one person.
     let shown = match kind {
-        BlockKind::Number | BlockKind::NumberRange => record.key[..8].to_owned(),
+        BlockKind::Number | BlockKind::NumberRange => record.key.chars().take(8).collect(),
         _ => record.key.clone(),
     };
-    let (alert, kind) = (reason.as_str(), kind.as_str());
-    tracing::warn!(alert, kind, key = %shown, until, "block raised");
+    let details = serde_json::json!({"kind": kind.as_str(), "untilMs": until});
+    gate.alerts.raise(reason.as_str(), &shown, details);
     Ok(())
 }

@@ -55,6 +55,7 @@ pub async fn verify(request: HttpRequest, payload: Payload, gate: Data<Gate>) ->
         }
         Err(error) => {
             log.finish(error.reason, error.status.as_u16(), &gate.metrics);
+            gate.alerts.observe(error.reason, gate.now_ms());
             error.error_response()
         }
     }

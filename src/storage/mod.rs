@@ -68,6 +68,27 @@ pub struct SendRecord {
     pub address_block: [u8; 32],
 }
 
+/// What pruning may remove: rows whose time has passed, and send records past their age or
+/// beyond the row bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub now: u64,
+    /// The longest window any per-number row can still matter in.
+    pub longest_window_ms: u64,
+    pub sends_max_age_ms: u64,
+    pub sends_max_rows: u64,
+}
+
+/// Rows removed by one pruning pass, per table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub sessions: u64,
+    pub schedules: u64,
+    pub wrong_codes: u64,
+    pub blocks: u64,
+    pub sends: u64,
+}
+
 /// Which sends a statistic counts.
 #[derive(Clone, Copy, Debug)]
 pub enum StatsScope {
@@ -142,6 +163,9 @@ pub trait GateStore: Send + Sync {
     async fn active_blocks(&self, now: u64) -> Result<Vec<BlockRecord>, StoreError>;
 
     async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError>;
+
+    /// Removes what no decision can need any more.
+    async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError>;
 
     /// Codes sent in `[from, to)` within the scope, and how many of them were verified.
     async fn send_stats(

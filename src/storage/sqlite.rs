@@ -15,8 +15,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::policy::{GuessState, SendState};
 use super::{
-    BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, SendClaim, SendRecord,
-    SendSchedule, SendWait, SessionRecord, StatsScope, StoreError,
+    BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, Pruned, Retention, SendClaim,
+    SendRecord, SendSchedule, SendWait, SessionRecord, StatsScope, StoreError,
 };
 use crate::abuse::{BlockKind, SendStats};
 use crate::domain::{NumberHash, SessionHash};
@@ -428,6 +428,36 @@ impl GateStore for SqliteStore {
         Ok(blocks)
     }
 
+    async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError> {
+        let now = as_i64(retention.now);
+        let stale = as_i64(retention.now.saturating_sub(retention.longest_window_ms));
+        let old_sends = as_i64(retention.now.saturating_sub(retention.sends_max_age_ms));
+        let run = |sql: &'static str, bound: i64| {
+            let pool = self.pool.clone();
+            async move {
+                let done = sqlx::query(sql).bind(bound).execute(&pool).await?;
+                Ok::<u64, sqlx::Error>(done.rows_affected())
+            }
+        };
+        let mut pruned = Pruned {
+            sessions: run("DELETE FROM sessions WHERE expires_at < ?", now).await?,
+            // A schedule or count whose window started before the longest window is over.
+            schedules: run("DELETE FROM send_schedules WHERE window_start < ?", stale).await?,
+            wrong_codes: run("DELETE FROM wrong_codes WHERE window_start < ?", stale).await?,
+            blocks: run("DELETE FROM blocks WHERE until < ?", now).await?,
+            sends: run("DELETE FROM sends WHERE sent_at < ?", old_sends).await?,
+        };
+        // However young, no more than the bound: the oldest go first.
+        let bound = i64::try_from(retention.sends_max_rows).unwrap_or(i64::MAX);
+        pruned.sends += run(
+            "DELETE FROM sends WHERE session_hash IN
+             (SELECT session_hash FROM sends ORDER BY sent_at DESC LIMIT -1 OFFSET ?)",
+            bound,
+        )
+        .await?;
+        Ok(pruned)
+    }
+
     async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sends (session_hash, sent_at, calling_code, prefix_hash, block_hash)
@@ -479,5 +509,99 @@ impl GateStore for SqliteStore {
             sent: as_u64(row.try_get("sent")?),
             verified: as_u64(row.try_get("verified")?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NumberKey, PhoneNumber};
+    use crate::limits::Rate;
+
+    const DAY: u64 = 86_400_000;
+
+    async fn store_in(dir: &Path) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.join("gate.db").display());
+        let schedule = SendSchedule::new(
+            &[Duration::from_secs(60)],
+            Rate::new(5, Duration::from_secs(86_400)),
+        );
+        let guesses = GuessBudget::new(Rate::new(5, Duration::from_secs(3600)), 3);
+        SqliteStore::open(&url, Duration::from_secs(5), schedule, guesses)
+            .await
+            .expect("opens")
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_what_has_expired_and_bounds_the_send_records() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path()).await;
+        let key = NumberKey::new("a key for the pruning test, long enough");
+        let number = key.hash_number(&PhoneNumber::parse("+447400123456").expect("valid"));
+        let session = key.hash_session("session-one");
+        store
+            .claim_send(&number, 0)
+            .await
+            .expect("db")
+            .expect("slot");
+        store
+            .create_session(&session, &number, 0, DAY)
+            .await
+            .expect("db");
+        store
+            .claim_guess(&session, &number, 0)
+            .await
+            .expect("db")
+            .expect("unit");
+        let block = BlockRecord {
+            kind: BlockKind::Prefix,
+            key: "+447400".into(),
+            until: DAY,
+            reason: "test".into(),
+            created_at: 0,
+        };
+        store.put_block(&block).await.expect("db");
+        for i in 0..5u64 {
+            let send = SendRecord {
+                session: key.hash_session(&format!("s{i}")),
+                sent_at: i,
+                calling_code: 44,
+                prefix: [0; 32],
+                address_block: [0; 32],
+            };
+            store.record_send(&send).await.expect("db");
+        }
+
+        let young = Retention {
+            now: 10,
+            longest_window_ms: DAY,
+            sends_max_age_ms: DAY,
+            sends_max_rows: 3,
+        };
+        let first = store.prune(young).await.expect("db");
+        assert_eq!(
+            first,
+            Pruned {
+                sends: 2,
+                ..Pruned::default()
+            },
+            "only the row bound applies"
+        );
+
+        let later = Retention {
+            now: 2 * DAY + 1,
+            ..young
+        };
+        let second = store.prune(later).await.expect("db");
+        assert_eq!(
+            second,
+            Pruned {
+                sessions: 1,
+                schedules: 1,
+                wrong_codes: 1,
+                blocks: 1,
+                sends: 3
+            }
+        );
     }
 }

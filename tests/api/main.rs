@@ -2,6 +2,7 @@
 //! the signal-server and hCaptcha emulators.
 
 mod abuse;
+mod alerts;
 mod demo;
 mod helpers;
 mod operations;
