@@ -7,7 +7,7 @@ mod numbers;
 mod report;
 mod traffic;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,6 +62,7 @@ async fn run_in(scratch: &Path) -> anyhow::Result<Report> {
     let clock = Arc::new(ManualClock::starting_now());
     let app = Application::build_with_clock(settings, clock.clone()).await?;
     let gate_url = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.admin_port());
     let server = tokio::spawn(app.run_until_stopped());
     let world = World {
         gate_url,
@@ -70,7 +71,8 @@ async fn run_in(scratch: &Path) -> anyhow::Result<Report> {
         hcaptcha,
         clock,
     };
-    let report = traffic::run_all(&world).await;
+    let mut report = traffic::run_all(&world).await;
+    report.reasons = scrape_reasons(&world.http, &metrics_url).await;
     server.abort();
     Ok(report)
 }
@@ -100,6 +102,29 @@ fn demo_vars(
     .into_iter()
     .map(|(name, value)| (format!("SIGNAL_GATE_{name}"), value))
     .collect()
+}
+
+/// Decisions by reason code, as the gate's own `/metrics` counts them.
+async fn scrape_reasons(http: &reqwest::Client, url: &str) -> BTreeMap<String, u64> {
+    let text = match http.get(url).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut reasons = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("signal_gate_decisions_total{"))
+    {
+        let reason = line
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+        if let (Some(reason), Some(count)) = (reason, count) {
+            *reasons.entry(reason.to_owned()).or_default() += count as u64;
+        }
+    }
+    reasons
 }
 
 fn scratch_dir() -> anyhow::Result<PathBuf> {

@@ -36,6 +36,8 @@ impl ClassTally {
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub classes: BTreeMap<String, ClassTally>,
+    /// Every decision by reason code, from the gate's `/metrics`.
+    pub reasons: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -62,6 +64,15 @@ impl Report {
                 "{name:<28} {:>8} {:>8} {:>8}  {refused}",
                 tally.requests, tally.sms_sent, tally.verified
             );
+        }
+        let reasons: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        let _ = writeln!(out, "\ndecisions by reason, from /metrics:");
+        for chunk in reasons.chunks(4) {
+            let _ = writeln!(out, "  {}", chunk.join("  "));
         }
         out
     }

@@ -48,4 +48,21 @@ async fn the_demo_verifies_every_user_and_writes_its_report() {
         assert!(sent <= most, "{name}: {sent} codes, at most {most}");
     }
     assert!(classes["code_guesser"]["guesses_checked"].as_u64() <= Some(5));
+    // The gate's own metrics counted the same traffic, by reason code.
+    let reasons = report["reasons"]
+        .as_object()
+        .expect("reasons from /metrics");
+    for reason in [
+        "approved",
+        "register_per_ip",
+        "captcha_replayed",
+        "sequential_numbers",
+        "number_type_not_allowed",
+        "wrong_codes_per_session",
+    ] {
+        assert!(
+            reasons.get(reason).and_then(Value::as_u64) > Some(0),
+            "{reason} not counted"
+        );
+    }
 }
