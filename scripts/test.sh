@@ -5,3 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --locked --all-targets
+
+# The example nginx site in front of the gate built above (target/debug/signal-gate).
+bash tests/nginx/run.sh

@@ -8,4 +8,5 @@ mod helpers;
 mod operations;
 mod process;
 mod register;
+mod reliability;
 mod verify;
