@@ -180,6 +180,35 @@ mod tests {
         assert_eq!(passed, 25);
     }
 
+    #[test]
+    fn a_flood_of_new_keys_does_not_evict_a_key_being_limited() {
+        let rate = Rate::new(1, Duration::from_secs(3600));
+        let limits = MemoryLimitStore::new(&[(LimitRule::RegisterPerAddress, rate)], 1_000);
+        let rule = LimitRule::RegisterPerAddress;
+        assert_eq!(limits.decide(rule, 7, 0, true), Verdict::Allowed);
+        for key in 0..200_000u128 {
+            let _ = limits.decide(rule, 1_000_000 + key, 0, true);
+            // The limited client keeps trying, as it would in an attack.
+            if key % 100 == 0 {
+                assert!(
+                    matches!(limits.decide(rule, 7, 0, true), Verdict::Refused { .. }),
+                    "{key}"
+                );
+            }
+        }
+        let cache = &limits.rules[&rule].tats;
+        cache.run_pending_tasks();
+        assert!(
+            cache.entry_count() <= 1_000,
+            "bounded: {}",
+            cache.entry_count()
+        );
+        assert!(matches!(
+            limits.decide(rule, 7, 0, true),
+            Verdict::Refused { .. }
+        ));
+    }
+
     #[tokio::test]
     async fn keys_and_rules_keep_separate_budgets() {
         let limits = store(1);

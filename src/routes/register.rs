@@ -269,3 +269,40 @@ pub(super) fn storage_failed(error: crate::storage::StoreError) -> ApiError {
     tracing::error!(error = %error, "storage failed");
     ApiError::refuse(Reason::StorageUnavailable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Parses a body as the handler does after reading it.
+    fn parse_body(bytes: &[u8]) -> Result<RegisterRequest, ApiError> {
+        let body: RegisterBody =
+            serde_json::from_slice(bytes).map_err(|_| ApiError::refuse(Reason::InvalidRequest))?;
+        parse_request(body)
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_parsed_or_refused_with_a_client_error(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            if let Err(error) = parse_body(&bytes) {
+                prop_assert!(error.status.is_client_error());
+            }
+        }
+
+        #[test]
+        fn any_field_values_are_parsed_or_refused_with_a_client_error(
+            number in "\\PC{0,40}",
+            captcha in "\\PC{0,80}",
+            transport in "\\PC{0,8}",
+            client in "\\PC{0,70}",
+        ) {
+            let body = serde_json::json!({
+                "number": number, "captcha": captcha, "transport": transport, "client": client,
+            });
+            if let Err(error) = parse_body(body.to_string().as_bytes()) {
+                prop_assert!(error.status.is_client_error());
+            }
+        }
+    }
+}

@@ -205,3 +205,29 @@ async fn release_guess(gate: &Gate, claim: Option<&GuessClaim>) {
         tracing::error!(error = %error, number, "could not release a guess");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_body(bytes: &[u8]) -> Result<VerifyRequest, ApiError> {
+        let body: VerifyBody =
+            serde_json::from_slice(bytes).map_err(|_| ApiError::refuse(Reason::InvalidRequest))?;
+        parse_request(body)
+    }
+
+    proptest! {
+        #[test]
+        fn any_verify_body_is_parsed_or_refused_with_a_client_error(
+            session in "\\PC{0,300}",
+            number in "\\PC{0,40}",
+            code in "\\PC{0,20}",
+        ) {
+            let body = serde_json::json!({"sessionId": session, "number": number, "code": code});
+            if let Err(error) = parse_body(body.to_string().as_bytes()) {
+                prop_assert!(error.status.is_client_error());
+            }
+        }
+    }
+}

@@ -170,3 +170,55 @@ async fn after_kill_9_every_acknowledged_cooldown_is_still_there() {
     second.kill().expect("stop");
     let _ = second.wait();
 }
+
+#[tokio::test]
+async fn sigterm_drains_requests_in_flight_and_refuses_new_ones() {
+    let signal = SignalServerEmulator::start().expect("emulator");
+    let hcaptcha = HcaptchaEmulator::start(TEST_SECRET, SITEKEY).expect("emulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut vars = base_vars(
+        &signal,
+        &hcaptcha,
+        &dir.path().join("gate.db").to_string_lossy(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("a")
+        .port();
+    vars.insert("SIGNAL_GATE_LISTEN".into(), format!("127.0.0.1:{port}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut gate = start_serve(&vars);
+    wait_for(&http, &url).await;
+
+    signal.set_mode(signal_gate::emulators::FaultMode::Slow { millis: 1500 });
+    let body =
+        json!({"number": spread_number(3), "captcha": hcaptcha.issue_token(SITEKEY, "localhost")});
+    let in_flight = tokio::spawn(http.post(format!("{url}/v1/register")).json(&body).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &gate.id().to_string()])
+        .status()
+        .expect("kill");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let fresh = reqwest::Client::new()
+        .post(format!("{url}/v1/register"))
+        .json(&body)
+        .send()
+        .await;
+    assert!(fresh.is_err(), "a new connection after SIGTERM is refused");
+    let answer = in_flight
+        .await
+        .expect("task")
+        .expect("the request in flight completes");
+    assert_eq!(answer.status(), 200);
+    let status = gate.wait().expect("exits");
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "stopped within the grace period"
+    );
+}
