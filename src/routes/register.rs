@@ -284,7 +284,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_bytes_are_parsed_or_refused_with_a_client_error(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        fn any_bytes_are_parsed_or_refused_with_a_client_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
             if let Err(error) = parse_body(&bytes) {
                 prop_assert!(error.status.is_client_error());
             }
