@@ -27,7 +27,9 @@ fn address_resolution(c: &mut Criterion) {
 fn limiter_check(c: &mut Criterion) {
     let rate = Rate::new(10, Duration::from_secs(3600));
     let store = MemoryLimitStore::new(&[(LimitRule::RegisterPerAddress, rate)], 1_000_000);
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let mut key = 0u128;
     c.bench_function("acquire on a limited key", |b| {
         b.iter(|| runtime.block_on(store.acquire(LimitRule::RegisterPerAddress, black_box(1), 0)))
@@ -40,5 +42,10 @@ fn limiter_check(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, number_canonicalisation, address_resolution, limiter_check);
+criterion_group!(
+    benches,
+    number_canonicalisation,
+    address_resolution,
+    limiter_check
+);
 criterion_main!(benches);

@@ -208,12 +208,7 @@ impl Admin<'_> {
                 }
                 key.to_owned()
             }
-            BlockKind::Address | BlockKind::AddressBlock => {
-                let net: ipnet::IpNet = key.parse().map_err(|_| {
-                    AdminError::InvalidBlock("a CIDR such as 203.0.113.0/24".into())
-                })?;
-                net.trunc().to_string()
-            }
+            BlockKind::Address | BlockKind::AddressBlock => address_key(kind, key)?,
         };
         Ok((kind, stored))
     }
@@ -236,10 +231,67 @@ impl Admin<'_> {
     }
 }
 
+/// The only prefix lengths the gate keys addresses on: an address is an IPv4 /32 or IPv6 /64,
+/// an address block an IPv4 /24 or IPv6 /48. A bare address names the one it falls in.
+fn address_key(kind: BlockKind, key: &str) -> Result<String, AdminError> {
+    let (v4, v6) = if kind == BlockKind::Address {
+        (32, 64)
+    } else {
+        (24, 48)
+    };
+    let usage = || AdminError::InvalidBlock(format!("an address, or a CIDR of /{v4} or /{v6}"));
+    let net: ipnet::IpNet = match key.parse::<std::net::IpAddr>() {
+        Ok(ip) => ipnet::IpNet::new(ip, if ip.is_ipv4() { v4 } else { v6 }).map_err(|_| usage())?,
+        Err(_) => key.parse().map_err(|_| usage())?,
+    };
+    let wanted = if net.addr().is_ipv4() { v4 } else { v6 };
+    if net.prefix_len() != wanted {
+        return Err(usage());
+    }
+    Ok(net.trunc().to_string())
+}
+
 /// A block key fit for a log line: hashes shortened.
 fn shown_key(record: &BlockRecord) -> String {
     match record.kind {
         BlockKind::Number | BlockKind::NumberRange => record.key.chars().take(8).collect(),
         _ => record.key.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_blocks_are_named_on_the_prefixes_the_gate_keys_on() {
+        let cases = [
+            (BlockKind::Address, "203.0.113.7", Some("203.0.113.7/32")),
+            (
+                BlockKind::Address,
+                "2001:db8:1:2::9",
+                Some("2001:db8:1:2::/64"),
+            ),
+            (BlockKind::Address, "203.0.113.0/24", None),
+            (
+                BlockKind::AddressBlock,
+                "203.0.113.7",
+                Some("203.0.113.0/24"),
+            ),
+            (
+                BlockKind::AddressBlock,
+                "2001:db8:1::/48",
+                Some("2001:db8:1::/48"),
+            ),
+            (BlockKind::AddressBlock, "2001:db8::/32", None),
+            (BlockKind::AddressBlock, "not an address", None),
+        ];
+        for (kind, key, expected) in cases {
+            assert_eq!(
+                address_key(kind, key).ok().as_deref(),
+                expected,
+                "{kind} {key}"
+            );
+        }
     }
 }

@@ -264,12 +264,10 @@ impl Settings {
             ("ABUSE__PUMPING_RATIO", a.pumping_ratio.to_string()),
             ("ABUSE__PUMPING_MIN_SENDS", a.pumping_min_sends.to_string()),
             ("ABUSE__BLOCK_DURATION", d(a.block_duration)),
+            // A webhook URL often carries a token: shown as set or unset only.
             (
                 "ALERTS__WEBHOOK_URL",
-                self.alerts
-                    .webhook_url
-                    .as_ref()
-                    .map_or(String::new(), |u| u.to_string()),
+                set(self.alerts.webhook_url.is_some()),
             ),
             ("ALERTS__DEDUP_WINDOW", d(self.alerts.dedup_window)),
             (

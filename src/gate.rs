@@ -111,6 +111,14 @@ impl Gate {
         self.clock.now_ms()
     }
 
+    /// Whether the rule a reason belongs to is enforced; refusals no mode can waive are.
+    pub fn enforces(&self, reason: crate::decision::Reason) -> bool {
+        let Some(rule) = rule_of(reason) else {
+            return true;
+        };
+        self.rule_modes.get(rule).copied().unwrap_or(self.mode) == Mode::Enforce
+    }
+
     /// Applies a refusal, unless its rule runs in shadow mode: then the refusal is noted in the
     /// decision's log line and the request goes on.
     ///

@@ -42,6 +42,8 @@ impl CaptchaToken {
         let text = raw.strip_prefix(SIGNAL_URL_PREFIX).unwrap_or(raw);
         let (site_key, response) = match text.strip_prefix(SIGNAL_SCHEME) {
             Some(rest) if rest.starts_with('.') => split_signal_form(&rest[1..])?,
+            // Any other Signal scheme (`signal-hcaptcha-short`, `signal-recaptcha-v2`, ...).
+            _ if text.starts_with("signal-") => return Err(CaptchaTokenError::Malformed),
             _ => (None, text),
         };
         let printable = response.bytes().all(|b| b.is_ascii_graphic());
@@ -153,6 +155,14 @@ mod tests {
                 CaptchaTokenError::Malformed,
             ),
             ("signalcaptcha://", CaptchaTokenError::Malformed),
+            (
+                "signal-hcaptcha-short.key.registration.code",
+                CaptchaTokenError::Malformed,
+            ),
+            (
+                "signal-recaptcha-v2.key.registration.token",
+                CaptchaTokenError::Malformed,
+            ),
             (&*too_long, CaptchaTokenError::Malformed),
         ];
         for (input, expected) in cases {

@@ -227,13 +227,20 @@ impl PumpingBaseline {
     }
 }
 
-/// Persists a block, adds it to the in-memory copy and raises the alert.
+/// Persists a block, adds it to the in-memory copy and raises the alert. In shadow mode only
+/// the alert is raised, marked as such: shadow mode refuses nothing, later requests included.
 async fn raise_block(
     gate: &Gate,
     kind: BlockKind,
     key: String,
     reason: Reason,
 ) -> Result<(), ApiError> {
+    if !gate.enforces(reason) {
+        let shown = shown_block_key(kind, &key);
+        let details = serde_json::json!({"kind": kind.as_str(), "shadow": true});
+        gate.alerts.raise(reason.as_str(), &shown, details);
+        return Ok(());
+    }
     let now = gate.now_ms();
     let until = now + gate.abuse.block_duration.as_millis() as u64;
     let record = BlockRecord {
@@ -248,13 +255,17 @@ async fn raise_block(
         .await
         .map_err(storage_failed)?;
     gate.blocklist.insert(kind, key, until);
-    // Keys of numbers and ranges are keyed hashes; prefixes, countries and address blocks say
-    // nothing about one person.
-    let shown = match kind {
-        BlockKind::Number | BlockKind::NumberRange => record.key.chars().take(8).collect(),
-        _ => record.key.clone(),
-    };
+    let shown = shown_block_key(kind, &record.key);
     let details = serde_json::json!({"kind": kind.as_str(), "untilMs": until});
     gate.alerts.raise(reason.as_str(), &shown, details);
     Ok(())
+}
+
+/// A block key fit for logs: keys of numbers and ranges are keyed hashes, shortened; prefixes,
+/// countries and address blocks say nothing about one person.
+fn shown_block_key(kind: BlockKind, key: &str) -> String {
+    match kind {
+        BlockKind::Number | BlockKind::NumberRange => key.chars().take(8).collect(),
+        _ => key.to_owned(),
+    }
 }

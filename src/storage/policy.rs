@@ -79,8 +79,9 @@ impl SendSchedule {
             .get(sends as usize - 1)
             .or(self.delays_ms.last());
         let next_send_at = match delay {
-            Some(delay) if sends < self.budget => (now + delay).min(window_end),
-            _ => window_end,
+            _ if sends >= self.budget => window_end,
+            Some(delay) => (now + delay).min(window_end),
+            None => now,
         };
         SendState {
             window_start,
@@ -166,6 +167,19 @@ mod tests {
         assert_eq!(
             third.next_send_at, 3_600_000,
             "budget spent: locked to the window's end"
+        );
+    }
+
+    #[test]
+    fn without_delays_the_whole_budget_may_go_at_once() {
+        let schedule = SendSchedule::new(&[], Rate::new(2, Duration::from_secs(3600)));
+        let first = schedule.decide(None, 0).expect("open");
+        let second = schedule
+            .decide(Some(first), 0)
+            .expect("no delay configured");
+        assert!(
+            schedule.decide(Some(second), 0).is_err(),
+            "the budget still holds"
         );
     }
 

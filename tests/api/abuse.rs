@@ -340,3 +340,15 @@ async fn shadow_mode_lets_traffic_through_and_per_rule_overrides_enforce() {
     let (status, ..) = error_of(mixed.register(&spread_number(1), "203.0.113.3").await).await;
     assert_eq!(status, 429);
 }
+
+#[tokio::test]
+async fn shadow_mode_raises_no_block_so_later_requests_pass_too() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_MODE", "shadow")]).await;
+    for last in 10..18 {
+        let response = app
+            .register(&format!("+4474009933{last}"), &format!("10.5.{last}.1"))
+            .await;
+        assert_eq!(response.status(), 200, "number {last}");
+    }
+    assert_eq!(app.signal.sms_sent(), 8);
+}
