@@ -23,7 +23,9 @@ fn main() {
     let rate = Rate::new(10, Duration::from_secs(3600));
     let rule = LimitRule::RegisterPerAddress;
     let store = MemoryLimitStore::new(&[(rule, rate)], capacity);
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let before = resident_kib();
     let started = Instant::now();
     for key in 0..u128::from(keys) {
@@ -39,5 +41,8 @@ fn main() {
     println!("resident before       {} MiB", before / 1024);
     println!("resident after        {} MiB", after / 1024);
     println!("bytes per tracked key {}", grown / tracked.max(1));
-    println!("inserts per second    {:.0}", keys as f64 / elapsed.as_secs_f64());
+    println!(
+        "inserts per second    {:.0}",
+        keys as f64 / elapsed.as_secs_f64()
+    );
 }

@@ -66,6 +66,8 @@ pub struct Admin<'a> {
     /// The running gate's copy of the blocks, updated at once when there is one.
     pub blocklist: Option<&'a Blocklist>,
     pub now_ms: u64,
+    /// Who acts, for the log: the caller's address, or `cli` and the system user.
+    pub who: String,
 }
 
 fn parse_number(text: &str) -> Result<PhoneNumber, AdminError> {
@@ -90,6 +92,8 @@ impl Admin<'_> {
             .map(BlockView::from)
             .collect();
         let open_wait = schedule.filter(|s| s.next_send_at > self.now_ms);
+        let (who, shown) = (self.who.as_str(), hash.short());
+        tracing::info!(target: ADMIN_LOG, who, action = "number_state", number = shown, "operator");
         Ok(NumberReport {
             number: hash.short(),
             calling_code: number.calling_code(),
@@ -115,14 +119,16 @@ impl Admin<'_> {
             .delete_block(BlockKind::Number, &hex::encode(hash.as_bytes()))
             .await?;
         self.refresh().await?;
-        let number = hash.short();
-        tracing::warn!(target: ADMIN_LOG, action = "clear_number", number, "operator action");
+        let (who, number) = (self.who.as_str(), hash.short());
+        tracing::warn!(target: ADMIN_LOG, who, action = "clear_number", number, "operator");
         Ok(cleared || unblocked)
     }
 
     /// # Errors
     /// A storage failure.
     pub async fn list_blocks(&self) -> Result<Vec<BlockView>, AdminError> {
+        let who = self.who.as_str();
+        tracing::info!(target: ADMIN_LOG, who, action = "list_blocks", "operator");
         let blocks = self.store.active_blocks(self.now_ms).await?;
         Ok(blocks.into_iter().map(BlockView::from).collect())
     }
@@ -155,7 +161,8 @@ impl Admin<'_> {
         self.store.put_block(&record).await?;
         self.refresh().await?;
         let (kind, key) = (kind.as_str(), shown_key(&record));
-        tracing::warn!(target: ADMIN_LOG, action = "add_block", kind, key, until, "operator");
+        let who = self.who.as_str();
+        tracing::warn!(target: ADMIN_LOG, who, action = "add_block", kind, key, until, "operator");
         Ok(record.into())
     }
 
@@ -166,7 +173,8 @@ impl Admin<'_> {
         let removed = self.store.delete_block(kind, &key).await?;
         self.refresh().await?;
         let kind = kind.as_str();
-        tracing::warn!(target: ADMIN_LOG, action = "remove_block", kind, removed, "operator");
+        let who = self.who.as_str();
+        tracing::warn!(target: ADMIN_LOG, who, action = "remove_block", kind, removed, "operator");
         Ok(removed)
     }
 

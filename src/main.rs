@@ -153,6 +153,7 @@ async fn admin(action: AdminAction) -> anyhow::Result<()> {
         number_key: &number_key,
         blocklist: None,
         now_ms: SystemClock.now_ms(),
+        who: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
     };
     let answer = match action {
         AdminAction::Number { number } => serde_json::to_value(tool.number_report(&number).await?)?,

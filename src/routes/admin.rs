@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::admin::{Admin, AdminError, ADMIN_LOG};
+use crate::admin::{Admin, AdminError};
 use crate::configuration::parse_duration;
 use crate::gate::Gate;
 
@@ -106,12 +106,13 @@ fn authorize(request: &HttpRequest, token: &AdminToken) -> Result<String, Box<Ht
     }
 }
 
-fn admin_of(gate: &Gate) -> Admin<'_> {
+fn admin_of(gate: &Gate, who: String) -> Admin<'_> {
     Admin {
         store: gate.store.as_ref(),
         number_key: &gate.number_key,
         blocklist: Some(&gate.blocklist),
         now_ms: gate.now_ms(),
+        who,
     }
 }
 
@@ -137,12 +138,8 @@ async fn number_state(
         Ok(who) => who,
         Err(answer) => return *answer,
     };
-    match admin_of(&gate).number_report(&number).await {
-        Ok(report) => {
-            let number = report.number.as_str();
-            tracing::info!(target: ADMIN_LOG, who, action = "number_state", number, "operator");
-            HttpResponse::Ok().json(report)
-        }
+    match admin_of(&gate, who).number_report(&number).await {
+        Ok(report) => HttpResponse::Ok().json(report),
         Err(error) => failure(&error),
     }
 }
@@ -157,8 +154,7 @@ async fn clear_number(
         Ok(who) => who,
         Err(answer) => return *answer,
     };
-    tracing::warn!(target: ADMIN_LOG, who, action = "clear_number", "operator request");
-    match admin_of(&gate).clear_number(&number).await {
+    match admin_of(&gate, who).clear_number(&number).await {
         Ok(cleared) => HttpResponse::Ok().json(json!({"cleared": cleared})),
         Err(error) => failure(&error),
     }
@@ -169,10 +165,11 @@ async fn list_blocks(
     token: Data<AdminToken>,
     gate: Data<Gate>,
 ) -> HttpResponse {
-    if let Err(answer) = authorize(&request, &token) {
-        return *answer;
-    }
-    match admin_of(&gate).list_blocks().await {
+    let who = match authorize(&request, &token) {
+        Ok(who) => who,
+        Err(answer) => return *answer,
+    };
+    match admin_of(&gate, who).list_blocks().await {
         Ok(blocks) => HttpResponse::Ok().json(json!({"blocks": blocks})),
         Err(error) => failure(&error),
     }
@@ -205,7 +202,7 @@ async fn add_block(
         .reason
         .clone()
         .unwrap_or_else(|| format!("operator at {who}"));
-    match admin_of(&gate)
+    match admin_of(&gate, who)
         .add_block(&body.kind, &body.key, duration, &reason)
         .await
     {
@@ -220,11 +217,12 @@ async fn remove_block(
     gate: Data<Gate>,
     path: Path<(String, String)>,
 ) -> HttpResponse {
-    if let Err(answer) = authorize(&request, &token) {
-        return *answer;
-    }
+    let who = match authorize(&request, &token) {
+        Ok(who) => who,
+        Err(answer) => return *answer,
+    };
     let (kind, key) = path.into_inner();
-    match admin_of(&gate).remove_block(&kind, &key).await {
+    match admin_of(&gate, who).remove_block(&kind, &key).await {
         Ok(removed) => HttpResponse::Ok().json(json!({"removed": removed})),
         Err(error) => failure(&error),
     }
