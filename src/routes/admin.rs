@@ -2,8 +2,12 @@
 //! `SIGNAL_GATE_ADMIN__TOKEN` (a bearer token, compared in constant time; without a token set,
 //! the admin API answers 404 as if it did not exist).
 
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Json, Path};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -74,12 +78,51 @@ fn probe_hash(gate: &Gate) -> crate::domain::NumberHash {
     crate::domain::NumberHash::from_bytes(&bytes).unwrap_or_else(|| unreachable!("32 bytes"))
 }
 
-/// Checks the bearer token; `Err` is the answer to give instead.
-fn authorize(request: &HttpRequest, token: &AdminToken) -> Result<String, Box<HttpResponse>> {
-    let Some(expected) = &token.0 else {
-        return Err(Box::new(
-            HttpResponse::NotFound().json(json!({"code": "not_found"})),
-        ));
+/// An operator who presented the admin token; handlers that take one are behind it.
+pub struct Operator {
+    /// The caller's address, for the log of every admin action.
+    who: String,
+}
+
+/// Why a request did not get through to the admin API.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminAuthError {
+    /// No token is configured: the admin API does not exist.
+    #[error("not found")]
+    Off,
+    #[error("a valid admin token is required")]
+    Unauthorized,
+}
+
+impl ResponseError for AdminAuthError {
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AdminAuthError::Off => HttpResponse::NotFound().json(json!({"code": "not_found"})),
+            AdminAuthError::Unauthorized => HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(
+                    json!({"code": "unauthorized", "message": "A valid admin token is required."}),
+                ),
+        }
+    }
+}
+
+impl FromRequest for Operator {
+    type Error = AdminAuthError;
+    type Future = Ready<Result<Operator, AdminAuthError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize(request))
+    }
+}
+
+/// Checks the bearer token against `SIGNAL_GATE_ADMIN__TOKEN`.
+fn authorize(request: &HttpRequest) -> Result<Operator, AdminAuthError> {
+    let token = request
+        .app_data::<Data<AdminToken>>()
+        .and_then(|t| t.0.as_ref());
+    let Some(expected) = token else {
+        return Err(AdminAuthError::Off);
     };
     let given = request
         .headers()
@@ -90,29 +133,22 @@ fn authorize(request: &HttpRequest, token: &AdminToken) -> Result<String, Box<Ht
     // Hash both sides so the comparison takes the same time whatever the lengths.
     let given = Sha256::digest(given.as_bytes());
     let expected = Sha256::digest(expected.expose_secret().as_bytes());
-    if bool::from(given.ct_eq(&expected)) {
-        let who = request
-            .peer_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        Ok(who)
-    } else {
-        Err(Box::new(
-            HttpResponse::Unauthorized()
-                .insert_header(("WWW-Authenticate", "Bearer"))
-                .json(
-                    json!({"code": "unauthorized", "message": "A valid admin token is required."}),
-                ),
-        ))
+    if !bool::from(given.ct_eq(&expected)) {
+        return Err(AdminAuthError::Unauthorized);
     }
+    let who = request
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+    Ok(Operator { who })
 }
 
-fn admin_of(gate: &Gate, who: String) -> Admin<'_> {
+fn admin_of(gate: &Gate, operator: Operator) -> Admin<'_> {
     Admin {
         store: gate.store.as_ref(),
         number_key: &gate.number_key,
         blocklist: Some(&gate.blocklist),
         now_ms: gate.now_ms(),
-        who,
+        who: operator.who,
     }
 }
 
@@ -128,51 +164,33 @@ fn failure(error: &AdminError) -> HttpResponse {
     }
 }
 
-async fn number_state(
-    request: HttpRequest,
-    token: Data<AdminToken>,
-    gate: Data<Gate>,
-    number: Path<String>,
-) -> HttpResponse {
-    let who = match authorize(&request, &token) {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
-    match admin_of(&gate, who).number_report(&number).await {
-        Ok(report) => HttpResponse::Ok().json(report),
+/// Turns an admin action's result into its answer.
+fn answer<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> HttpResponse {
+    match result {
+        Ok(body) => HttpResponse::build(status).json(body),
         Err(error) => failure(&error),
     }
 }
 
-async fn clear_number(
-    request: HttpRequest,
-    token: Data<AdminToken>,
-    gate: Data<Gate>,
-    number: Path<String>,
-) -> HttpResponse {
-    let who = match authorize(&request, &token) {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
-    match admin_of(&gate, who).clear_number(&number).await {
-        Ok(cleared) => HttpResponse::Ok().json(json!({"cleared": cleared})),
-        Err(error) => failure(&error),
-    }
+async fn number_state(operator: Operator, gate: Data<Gate>, number: Path<String>) -> HttpResponse {
+    let report = admin_of(&gate, operator).number_report(&number).await;
+    answer(report, StatusCode::OK)
 }
 
-async fn list_blocks(
-    request: HttpRequest,
-    token: Data<AdminToken>,
-    gate: Data<Gate>,
-) -> HttpResponse {
-    let who = match authorize(&request, &token) {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
-    match admin_of(&gate, who).list_blocks().await {
-        Ok(blocks) => HttpResponse::Ok().json(json!({"blocks": blocks})),
-        Err(error) => failure(&error),
-    }
+async fn clear_number(operator: Operator, gate: Data<Gate>, number: Path<String>) -> HttpResponse {
+    let cleared = admin_of(&gate, operator).clear_number(&number).await;
+    answer(
+        cleared.map(|cleared| json!({"cleared": cleared})),
+        StatusCode::OK,
+    )
+}
+
+async fn list_blocks(operator: Operator, gate: Data<Gate>) -> HttpResponse {
+    let blocks = admin_of(&gate, operator).list_blocks().await;
+    answer(
+        blocks.map(|blocks| json!({"blocks": blocks})),
+        StatusCode::OK,
+    )
 }
 
 #[derive(Deserialize)]
@@ -185,45 +203,29 @@ struct NewBlock {
     reason: Option<String>,
 }
 
-async fn add_block(
-    request: HttpRequest,
-    token: Data<AdminToken>,
-    gate: Data<Gate>,
-    body: Json<NewBlock>,
-) -> HttpResponse {
-    let who = match authorize(&request, &token) {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
+async fn add_block(operator: Operator, gate: Data<Gate>, body: Json<NewBlock>) -> HttpResponse {
     let Ok(duration) = parse_duration(&body.duration) else {
         return failure(&AdminError::InvalidBlock("duration such as 12h".into()));
     };
     let reason = body
         .reason
         .clone()
-        .unwrap_or_else(|| format!("operator at {who}"));
-    match admin_of(&gate, who)
+        .unwrap_or_else(|| format!("operator at {}", operator.who));
+    let added = admin_of(&gate, operator)
         .add_block(&body.kind, &body.key, duration, &reason)
-        .await
-    {
-        Ok(block) => HttpResponse::Created().json(block),
-        Err(error) => failure(&error),
-    }
+        .await;
+    answer(added, StatusCode::CREATED)
 }
 
 async fn remove_block(
-    request: HttpRequest,
-    token: Data<AdminToken>,
+    operator: Operator,
     gate: Data<Gate>,
     path: Path<(String, String)>,
 ) -> HttpResponse {
-    let who = match authorize(&request, &token) {
-        Ok(who) => who,
-        Err(answer) => return *answer,
-    };
     let (kind, key) = path.into_inner();
-    match admin_of(&gate, who).remove_block(&kind, &key).await {
-        Ok(removed) => HttpResponse::Ok().json(json!({"removed": removed})),
-        Err(error) => failure(&error),
-    }
+    let removed = admin_of(&gate, operator).remove_block(&kind, &key).await;
+    answer(
+        removed.map(|removed| json!({"removed": removed})),
+        StatusCode::OK,
+    )
 }
