@@ -192,3 +192,93 @@ pub fn spread_number(i: usize) -> String {
         })
         .expect("a valid UK mobile number")
 }
+
+/// The `signal-gate` binary built for these tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_signal-gate");
+
+/// Every variable `serve` requires, pointing at nothing, for tests that stop at start-up.
+pub fn unreachable_serve_vars() -> Vec<(&'static str, String)> {
+    vec![
+        ("SIGNAL_GATE_UPSTREAM__URL", "http://127.0.0.1:1".into()),
+        ("SIGNAL_GATE_HCAPTCHA__SECRET", TEST_SECRET.into()),
+        ("SIGNAL_GATE_HCAPTCHA__SITEKEY", SITEKEY.into()),
+        (
+            "SIGNAL_GATE_HCAPTCHA__VERIFY_URL",
+            "http://127.0.0.1:1/siteverify".into(),
+        ),
+        (
+            "SIGNAL_GATE_NUMBER_KEY",
+            "a-number-key-of-at-least-thirty-two-chars".into(),
+        ),
+        ("SIGNAL_GATE_LISTEN", "127.0.0.1:0".into()),
+        ("SIGNAL_GATE_ADMIN__LISTEN", "127.0.0.1:0".into()),
+    ]
+}
+
+/// `signal-gate serve` as a real process on a fixed free port, in front of fresh emulators,
+/// with its database in a temporary directory. Start it (again) with [`ServeProcess::spawn`].
+pub struct ServeProcess {
+    pub url: String,
+    pub vars: HashMap<String, String>,
+    pub signal: SignalServerEmulator,
+    pub hcaptcha: HcaptchaEmulator,
+    pub database: PathBuf,
+    _dir: TempDir,
+}
+
+impl ServeProcess {
+    pub fn prepare() -> ServeProcess {
+        let signal = SignalServerEmulator::start().expect("signal-server emulator");
+        let hcaptcha = HcaptchaEmulator::start(TEST_SECRET, SITEKEY).expect("hCaptcha emulator");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database = dir.path().join("state").join("gate.db");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut vars = base_vars(&signal, &hcaptcha, &database.to_string_lossy());
+        vars.insert("SIGNAL_GATE_LISTEN".into(), format!("127.0.0.1:{port}"));
+        let url = format!("http://127.0.0.1:{port}");
+        ServeProcess {
+            url,
+            vars,
+            signal,
+            hcaptcha,
+            database,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the process and waits until it listens.
+    pub async fn spawn(&self, output: fn() -> std::process::Stdio) -> std::process::Child {
+        let mut child = std::process::Command::new(BINARY)
+            .arg("serve")
+            .env_clear()
+            .envs(&self.vars)
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("serve starts");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(&self.url).send().await.is_ok() {
+                return child;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("nothing listening at {}", self.url);
+    }
+
+    /// A register request with a fresh token, as one client address.
+    pub async fn register(&self, number: &str, client_ip: &str) -> reqwest::Result<Response> {
+        let token = self.hcaptcha.issue_token(SITEKEY, "localhost");
+        reqwest::Client::new()
+            .post(format!("{}/v1/register", self.url))
+            .header("X-Forwarded-For", client_ip)
+            .json(&json!({"number": number, "captcha": token}))
+            .send()
+            .await
+    }
+}

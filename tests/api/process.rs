@@ -6,17 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use signal_gate::emulators::hcaptcha::{HcaptchaEmulator, TEST_SECRET};
-use signal_gate::emulators::signal_server::SignalServerEmulator;
+use signal_gate::emulators::hcaptcha::TEST_SECRET;
 
-use crate::helpers::{base_vars, NUMBER, SITEKEY};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_signal-gate");
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    listener.local_addr().expect("addr").port()
-}
+use crate::helpers::{unreachable_serve_vars, ServeProcess, BINARY, NUMBER, SITEKEY};
 
 #[test]
 fn a_missing_or_bad_variable_stops_start_up_and_is_named() {
@@ -27,19 +19,10 @@ fn a_missing_or_bad_variable_stops_start_up_and_is_named() {
     ];
     for (name, value) in cases {
         let mut command = Command::new(BINARY);
-        command.arg("serve").env_clear();
         command
-            .env("SIGNAL_GATE_UPSTREAM__URL", "http://127.0.0.1:1")
-            .env("SIGNAL_GATE_HCAPTCHA__SECRET", TEST_SECRET)
-            .env("SIGNAL_GATE_HCAPTCHA__SITEKEY", SITEKEY)
-            .env(
-                "SIGNAL_GATE_HCAPTCHA__VERIFY_URL",
-                "http://127.0.0.1:1/siteverify",
-            )
-            .env(
-                "SIGNAL_GATE_NUMBER_KEY",
-                "a-number-key-of-at-least-thirty-two-chars",
-            );
+            .arg("serve")
+            .env_clear()
+            .envs(unreachable_serve_vars());
         match value {
             Some(value) => command.env(name, value),
             None => command.env_remove(name),
@@ -60,19 +43,10 @@ fn check_config_masks_secrets() {
     let output = Command::new(BINARY)
         .arg("check-config")
         .env_clear()
-        .env("SIGNAL_GATE_UPSTREAM__URL", "http://127.0.0.1:1")
+        .envs(unreachable_serve_vars())
         .env(
             "SIGNAL_GATE_HCAPTCHA__SECRET",
             "0x1111111111111111111111111111111111111111",
-        )
-        .env("SIGNAL_GATE_HCAPTCHA__SITEKEY", SITEKEY)
-        .env(
-            "SIGNAL_GATE_HCAPTCHA__VERIFY_URL",
-            "http://127.0.0.1:1/siteverify",
-        )
-        .env(
-            "SIGNAL_GATE_NUMBER_KEY",
-            "a-number-key-of-at-least-thirty-two-chars",
         )
         .output()
         .expect("runs");
@@ -94,24 +68,11 @@ fn check_config_masks_secrets() {
 
 #[tokio::test]
 async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
-    let signal = SignalServerEmulator::start().expect("emulator");
-    let hcaptcha = HcaptchaEmulator::start(TEST_SECRET, SITEKEY).expect("emulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let database = dir.path().join("state").join("gate.db");
-    let port = free_port();
-    let mut vars = base_vars(&signal, &hcaptcha, &database.to_string_lossy());
-    vars.insert("SIGNAL_GATE_LISTEN".into(), format!("127.0.0.1:{port}"));
-    let mut child = Command::new(BINARY)
-        .arg("serve")
-        .env_clear()
-        .envs(&vars)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let url = format!("http://127.0.0.1:{port}");
+    let serve = ServeProcess::prepare();
+    let (signal, hcaptcha, url) = (&serve.signal, &serve.hcaptcha, &serve.url);
+    let database = &serve.database;
+    let mut child = serve.spawn(Stdio::piped).await;
     let http = reqwest::Client::new();
-    wait_until_listening(&http, &url).await;
 
     let token = hcaptcha.issue_token(SITEKEY, "localhost");
     let answer: Value = http
@@ -174,22 +135,12 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
             .mode()
             & 0o777
     };
-    assert_eq!(mode(&database), 0o600);
+    assert_eq!(mode(database), 0o600);
     assert_eq!(mode(database.parent().expect("dir")), 0o700);
-    let mut bytes = std::fs::read(&database).expect("db");
+    let mut bytes = std::fs::read(database).expect("db");
     bytes.extend(std::fs::read(database.with_extension("db-wal")).unwrap_or_default());
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains("7400123456") && !text.contains(&session));
-}
-
-async fn wait_until_listening(http: &reqwest::Client, url: &str) {
-    for _ in 0..100 {
-        if http.get(format!("{url}/")).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gate did not start listening");
 }
 
 fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
