@@ -147,3 +147,127 @@ async fn sigterm_drains_requests_in_flight_and_refuses_new_ones() {
         "stopped within the grace period"
     );
 }
+
+/// A tiny tmpfs of our own for disk faults; unmounted on drop. Mounting needs root, which the
+/// test command and CI run as.
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    fn mount(size: &str) -> TinyDisk {
+        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("signal-gate-disk-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
+        TinyDisk(dir)
+    }
+
+    /// Remounts read-only; the gate's files must be closed (a busy mount cannot be remounted).
+    fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .expect("runs");
+        assert!(status.success());
+    }
+
+    /// Writes until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let block = vec![0u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        let _ = filler.sync_all();
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_503_and_nothing_passes() {
+    let disk = TinyDisk::mount("2m");
+    let url = format!("sqlite://{}", disk.0.join("gate.db").display());
+    let app = spawn_app_with(&[("SIGNAL_GATE_DATABASE__URL", &url)]).await;
+    assert_eq!(
+        app.register(&spread_number(1), "192.0.2.1").await.status(),
+        200
+    );
+
+    // SQLite keeps writing into the space its WAL already holds; once that runs out, every
+    // write fails. Each answer is a success that was stored, or a 503; never a code sent
+    // without its cooldown stored.
+    disk.fill();
+    let (mut served, mut refused) = (1, 0);
+    for i in 2..300 {
+        let response = app
+            .register(&spread_number(i), &format!("10.{}.{}.1", i / 200, i % 200))
+            .await;
+        match response.status().as_u16() {
+            200 => served += 1,
+            _ => {
+                assert_eq!(
+                    error_of(response).await,
+                    (503, "storage_unavailable".into(), None)
+                );
+                refused += 1;
+            }
+        }
+        if refused >= 1 {
+            break;
+        }
+    }
+    assert_eq!(refused, 1, "the full disk was noticed");
+    assert_eq!(
+        app.signal.sms_sent(),
+        served,
+        "no code went out that was not stored"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_disk_stops_start_up_with_a_clear_message() {
+    let disk = TinyDisk::mount("2m");
+    let url = format!("sqlite://{}", disk.0.join("gate.db").display());
+    let mut serve = ServeProcess::prepare();
+    serve.vars.insert("SIGNAL_GATE_DATABASE__URL".into(), url);
+    let mut gate = serve.spawn(Stdio::null).await;
+    assert_eq!(
+        serve
+            .register(&spread_number(1), "192.0.2.1")
+            .await
+            .expect("up")
+            .status(),
+        200
+    );
+    gate.kill().expect("stop");
+    let _ = gate.wait();
+
+    disk.remount_read_only();
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .env_clear()
+        .envs(&serve.vars)
+        .output()
+        .expect("runs");
+    assert!(
+        !output.status.success(),
+        "no gate without a writable database"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("database"), "{stderr}");
+}
