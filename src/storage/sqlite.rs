@@ -27,6 +27,39 @@ pub struct SqliteStore {
     pool: SqlitePool,
     schedule: SendSchedule,
     guesses: GuessBudget,
+    /// The file the store opened, to notice when it is deleted or replaced underneath.
+    file: Option<FileIdentity>,
+}
+
+/// A file's path and inode: a deleted file keeps working through the open handle, but its
+/// writes would vanish at the next start, so the store refuses them instead.
+#[derive(Clone, Debug)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            path: path.to_owned(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    fn check(&self) -> Result<(), sqlx::Error> {
+        match FileIdentity::of(&self.path) {
+            Some(now) if now.device == self.device && now.inode == self.inode => Ok(()),
+            _ => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the database file was deleted or replaced while the gate ran",
+            ))),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -47,6 +80,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(busy_timeout);
         prepare_owner_only_file(options.get_filename())?;
+        let file = FileIdentity::of(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(busy_timeout)
@@ -61,7 +95,13 @@ impl SqliteStore {
             pool,
             schedule,
             guesses,
+            file,
         })
+    }
+
+    /// Fails when the database file is no longer the one opened.
+    fn file_intact(&self) -> Result<(), sqlx::Error> {
+        self.file.as_ref().map_or(Ok(()), FileIdentity::check)
     }
 
     /// The pool, for maintenance jobs and health checks.
@@ -140,6 +180,7 @@ impl GateStore for SqliteStore {
         number: &NumberHash,
         now: u64,
     ) -> Result<Option<SendWait>, StoreError> {
+        self.file_intact()?;
         let mut conn = self.pool.acquire().await?;
         let state = self.read_send_state(&mut conn, number).await?;
         Ok(self.schedule.decide(state, now).err())
@@ -150,6 +191,7 @@ impl GateStore for SqliteStore {
         number: &NumberHash,
         now: u64,
     ) -> Result<Result<SendClaim, SendWait>, StoreError> {
+        self.file_intact()?;
         let mut tx = self.pool.begin().await?;
         let before = self.read_send_state(&mut tx, number).await?;
         let after = match self.schedule.decide(before, now) {
@@ -212,6 +254,7 @@ impl GateStore for SqliteStore {
         now: u64,
         expires_at: u64,
     ) -> Result<(), StoreError> {
+        self.file_intact()?;
         // signal-server may hand out the same id again only for the same session; keep the
         // first owner rather than letting a second number take it over.
         sqlx::query(
@@ -257,6 +300,7 @@ impl GateStore for SqliteStore {
         number: &NumberHash,
         now: u64,
     ) -> Result<Result<GuessClaim, GuessRefusal>, StoreError> {
+        self.file_intact()?;
         let mut tx = self.pool.begin().await?;
         let session_wrong: i64 =
             sqlx::query_scalar("SELECT wrong_codes FROM sessions WHERE session_hash = ?")
@@ -325,6 +369,7 @@ impl GateStore for SqliteStore {
     }
 
     async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError> {
+        self.file_intact()?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE sessions SET verified_at = ? WHERE session_hash = ? AND verified_at IS NULL",
@@ -362,6 +407,7 @@ impl GateStore for SqliteStore {
     }
 
     async fn clear_number(&self, number: &NumberHash) -> Result<bool, StoreError> {
+        self.file_intact()?;
         let mut tx = self.pool.begin().await?;
         let mut cleared = 0;
         for statement in [
@@ -380,6 +426,7 @@ impl GateStore for SqliteStore {
     }
 
     async fn put_block(&self, block: &BlockRecord) -> Result<(), StoreError> {
+        self.file_intact()?;
         sqlx::query(
             "INSERT INTO blocks (kind, key, until, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (kind, key) DO UPDATE
@@ -459,6 +506,7 @@ impl GateStore for SqliteStore {
     }
 
     async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError> {
+        self.file_intact()?;
         sqlx::query(
             "INSERT INTO sends (session_hash, sent_at, calling_code, prefix_hash, block_hash)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_hash) DO NOTHING",

@@ -271,3 +271,32 @@ async fn a_read_only_disk_stops_start_up_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("database"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_deleted_database_file_is_a_503_not_a_silent_loss() {
+    let app = crate::helpers::spawn_app().await;
+    assert_eq!(
+        app.register(&spread_number(1), "192.0.2.1").await.status(),
+        200
+    );
+
+    std::fs::remove_file(&app.database).expect("delete the database");
+
+    let response = app.register(&spread_number(2), "192.0.2.2").await;
+    assert_eq!(
+        error_of(response).await,
+        (503, "storage_unavailable".into(), None)
+    );
+    assert_eq!(
+        app.signal.sms_sent(),
+        1,
+        "nothing sent that would be lost at the next start"
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.admin_url))
+        .send()
+        .await
+        .expect("up");
+    assert_eq!(ready.status(), 503);
+}
