@@ -5,8 +5,10 @@ mod captcha_token;
 mod client_address;
 mod number_key;
 mod phone_number;
+mod request_path;
 
 pub use captcha_token::{CaptchaToken, CaptchaTokenError};
 pub use client_address::{ClientAddress, TrustedProxies};
 pub use number_key::{NumberHash, NumberKey, SessionHash};
 pub use phone_number::{NumberError, PhoneNumber};
+pub use request_path::{canonical_path, is_verification_path, PathError};
