@@ -3,8 +3,10 @@
 use tracing_subscriber::EnvFilter;
 
 /// Quiet by default: the gate's own decisions at info, the libraries' chatter at warn.
-const DEFAULT_FILTER: &str =
-    "info,sqlx=warn,hyper=warn,hyper_util=warn,reqwest=warn,actix_server=warn,actix_web=warn";
+/// actix's HTTP parser reports every malformed request from a client at ERROR; those are the
+/// client's faults, answered with a 4xx, and would let anyone flood the log, so they are off.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,hyper=warn,hyper_util=warn,reqwest=warn,\
+     actix_server=warn,actix_web=warn,actix_http::h1::dispatcher=off";
 
 /// Installs the global subscriber; call once, at start-up.
 pub fn init() {

@@ -29,7 +29,8 @@ pub struct UpstreamSession {
     pub next_verification_attempt: Option<u64>,
     #[serde(default)]
     pub allowed_to_request_code: bool,
-    #[serde(default)]
+    /// Required: a success without it says nothing about the code, and must not read as a
+    /// wrong one.
     pub verified: bool,
 }
 
@@ -42,11 +43,24 @@ pub enum UpstreamError {
         status: StatusCode,
         retry_after: Option<u64>,
     },
-    /// No usable answer: connection failure, 5xx, or a body that is not a session.
+    /// signal-server did not act: the connection failed, or it answered 5xx.
     #[error("signal-server is unavailable: {0}")]
     Unavailable(String),
+    /// signal-server may have acted but its answer is unusable: the connection broke after the
+    /// request went out, or a success came with a body that is not a session.
+    #[error("signal-server's answer is unusable: {0}")]
+    Unreadable(String),
+    /// No answer in time; signal-server may still have acted.
     #[error("signal-server did not answer in time")]
     Timeout,
+}
+
+impl UpstreamError {
+    /// True when signal-server may have done what was asked (sent the code, checked the
+    /// guess) although the gate saw no success: such a call is charged, never given back.
+    pub fn may_have_acted(&self) -> bool {
+        matches!(self, UpstreamError::Unreadable(_) | UpstreamError::Timeout)
+    }
 }
 
 /// What the client's request says about the client, passed on to signal-server.
@@ -186,7 +200,7 @@ impl UpstreamClient {
             return Err(UpstreamError::Unavailable(format!("status {status}")));
         }
         serde_json::from_slice(&bytes)
-            .map_err(|e| UpstreamError::Unavailable(format!("answer is not a session: {e}")))
+            .map_err(|e| UpstreamError::Unreadable(format!("answer is not a session: {e}")))
     }
 
     /// `{base}/v1/verification/session/{segments...}`, each segment escaped.
@@ -223,8 +237,11 @@ fn forwarded_headers(client: ClientContext<'_>) -> HeaderMap {
 fn transport_error(error: reqwest::Error) -> UpstreamError {
     if error.is_timeout() {
         UpstreamError::Timeout
-    } else {
+    } else if error.is_connect() {
+        // The request never left: signal-server cannot have acted on it.
         UpstreamError::Unavailable(format!("{error}"))
+    } else {
+        UpstreamError::Unreadable(format!("{error}"))
     }
 }
 
@@ -237,9 +254,22 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Upstre
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(UpstreamError::Unavailable("the answer is too large".into()));
+            return Err(UpstreamError::Unreadable("the answer is too large".into()));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_without_its_verified_field_is_not_a_session() {
+        let complete = r#"{"id":"abc=","nextSms":0,"nextCall":null,
+            "nextVerificationAttempt":null,"verified":false}"#;
+        assert!(serde_json::from_str::<UpstreamSession>(complete).is_ok());
+        assert!(serde_json::from_str::<UpstreamSession>(r#"{"id":"abc="}"#).is_err());
+    }
 }

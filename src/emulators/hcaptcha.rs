@@ -286,7 +286,7 @@ async fn siteverify(state: Data<State>, body: web::Bytes) -> HttpResponse {
 /// The answer a fault mode gives instead of the normal one, after any delay it asks for.
 pub(super) async fn fault_answer(mode: &FaultMode) -> Option<HttpResponse> {
     match mode {
-        FaultMode::Normal => None,
+        FaultMode::Normal | FaultMode::SlowCodes { .. } => None,
         FaultMode::Slow { millis } => {
             tokio::time::sleep(Duration::from_millis(*millis)).await;
             None

@@ -25,6 +25,9 @@ pub enum FaultMode {
     Normal,
     /// Wait this long before answering normally.
     Slow { millis: u64 },
+    /// signal-server only: wait this long before sending or checking a code, then go on as
+    /// normal, as a server whose SMS provider is slow would.
+    SlowCodes { millis: u64 },
     /// Answer every request with this status and a short text body.
     Fail { status: u16 },
     /// Answer 200 with a body that is not JSON.

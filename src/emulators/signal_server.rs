@@ -181,6 +181,11 @@ impl State {
             .collect();
         lock(&self.forwarded_for).push(seen.join(" | "));
         let mode = lock(&self.mode).clone();
+        let is_code_step = std::ptr::eq(counter, &self.counters.request_code)
+            || std::ptr::eq(counter, &self.counters.submit_code);
+        if let (FaultMode::SlowCodes { millis }, true) = (&mode, is_code_step) {
+            tokio::time::sleep(Duration::from_millis(*millis)).await;
+        }
         fault_answer(&mode).await
     }
 }

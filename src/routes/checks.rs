@@ -8,13 +8,15 @@ use crate::gate::{limit_key_of, Gate, NumberKeys};
 use crate::limits::{LimitRule, Verdict};
 use crate::storage::{BlockRecord, SendWait, StatsScope};
 
-use super::register::{spend, storage_failed};
+use super::error::storage_failed;
+use super::register::spend;
 use super::ApiError;
 
 /// How far back the pumping baseline looks.
 const BASELINE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 /// Countries need this many times the sends of a prefix before pumping is judged.
-const COUNTRY_SEND_FACTOR: u64 = 3;
+/// A country block shuts out everyone there, so it takes ten times the evidence.
+const COUNTRY_SEND_FACTOR: u64 = 10;
 
 /// Blocks on the address, then the address's and its block's budgets.
 pub async fn check_address(

@@ -152,7 +152,9 @@ impl ApiError {
                     retry_after_secs: retry_after.map(|s| s.max(1)),
                 }
             }
-            UpstreamError::Unavailable(_) => ApiError::refuse(Reason::UpstreamUnavailable),
+            UpstreamError::Unavailable(_) | UpstreamError::Unreadable(_) => {
+                ApiError::refuse(Reason::UpstreamUnavailable)
+            }
             UpstreamError::Timeout => ApiError::refuse(Reason::UpstreamTimeout),
         }
     }
@@ -197,6 +199,18 @@ impl ResponseError for ApiError {
                 .filter(|_| self.status.as_u16() == 429),
         })
     }
+}
+
+/// Logs an upstream failure and gives the client its answer.
+pub(super) fn upstream_failed(step: &str, error: &UpstreamError) -> ApiError {
+    tracing::warn!(step, error = %error, "upstream call failed");
+    ApiError::upstream(error)
+}
+
+/// Logs a storage failure; the client gets a 503.
+pub(super) fn storage_failed(error: crate::storage::StoreError) -> ApiError {
+    tracing::error!(error = %error, "storage failed");
+    ApiError::refuse(Reason::StorageUnavailable)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::{parse_json, read_bounded};
 use super::checks::{check_address, check_destination, detect_abuse, number_budgets};
+use super::error::{storage_failed, upstream_failed};
 use super::ApiError;
 use crate::captcha::CaptchaPass;
 use crate::clock::{Clock, SystemClock};
@@ -92,13 +93,23 @@ async fn run(
 
     detect_abuse(gate, &parsed.number, address, &keys, log).await?;
     number_budgets(gate, &keys, true, log).await?;
-    let claim = claim_send(gate, &keys, log).await?;
-    let sent = send_code(request, gate, address, &parsed, &keys).await;
-    let session = match sent {
-        Ok(session) => session,
+    let claim = match claim_send(gate, &keys, log).await {
+        Ok(claim) => claim,
         Err(error) => {
-            give_back(gate, claim.as_ref(), &keys).await;
+            // Refused by the schedule: the prefix and country paid for a code never sent.
+            give_back(gate, None, &keys).await;
             return Err(error);
+        }
+    };
+    let session = match send_code(request, gate, address, &parsed, &keys).await {
+        Ok(session) => session,
+        Err(failure) => {
+            // A code that may have gone out stays charged: giving it back would let a slow
+            // upstream be used to send codes past the schedule.
+            if !failure.code_may_be_out {
+                give_back(gate, claim.as_ref(), &keys).await;
+            }
+            return Err(failure.error);
         }
     };
     record_send(gate, &session, &keys, address).await;
@@ -216,6 +227,21 @@ async fn record_send(
     }
 }
 
+/// A failed attempt to send a code, and whether signal-server may have sent it all the same.
+struct SendFailure {
+    error: ApiError,
+    code_may_be_out: bool,
+}
+
+impl From<ApiError> for SendFailure {
+    fn from(error: ApiError) -> SendFailure {
+        SendFailure {
+            error,
+            code_may_be_out: false,
+        }
+    }
+}
+
 /// Creates the upstream session, hands over the gate's captcha and asks for the code.
 async fn send_code(
     request: &HttpRequest,
@@ -223,7 +249,7 @@ async fn send_code(
     address: &ClientAddress,
     parsed: &RegisterRequest,
     keys: &NumberKeys,
-) -> Result<UpstreamSession, ApiError> {
+) -> Result<UpstreamSession, SendFailure> {
     let context = client_context(request, address);
     let (upstream, metrics) = (&gate.upstream, &gate.metrics);
     let creating = upstream.create_session(parsed.number.e164(), context);
@@ -257,17 +283,10 @@ async fn send_code(
     metrics
         .upstream("request_code", requesting)
         .await
-        .map_err(|e| upstream_failed("request code", &e))
-}
-
-pub(super) fn upstream_failed(step: &str, error: &UpstreamError) -> ApiError {
-    tracing::warn!(step, error = %error, "upstream call failed");
-    ApiError::upstream(error)
-}
-
-pub(super) fn storage_failed(error: crate::storage::StoreError) -> ApiError {
-    tracing::error!(error = %error, "storage failed");
-    ApiError::refuse(Reason::StorageUnavailable)
+        .map_err(|e| SendFailure {
+            code_may_be_out: e.may_have_acted(),
+            error: upstream_failed("request code", &e),
+        })
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
 use super::body::{parse_json, read_bounded};
-use super::register::{spend, storage_failed, upstream_failed};
+use super::error::{storage_failed, upstream_failed};
+use super::register::spend;
 use super::ApiError;
 use crate::decision::{DecisionLog, Endpoint, Reason};
 use crate::domain::{ClientAddress, NumberHash, PhoneNumber, SessionHash};
@@ -101,7 +102,10 @@ async fn run(
     let outcome = match checked {
         Ok(upstream) => upstream,
         Err(error) => {
-            release_guess(gate, claim.as_ref()).await;
+            // A guess signal-server may have checked stays counted.
+            if !error.may_have_acted() {
+                release_guess(gate, claim.as_ref()).await;
+            }
             return Err(upstream_failed("submit code", &error));
         }
     };

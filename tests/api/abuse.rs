@@ -352,3 +352,29 @@ async fn shadow_mode_raises_no_block_so_later_requests_pass_too() {
     }
     assert_eq!(app.signal.sms_sent(), 8);
 }
+
+#[tokio::test]
+async fn refusals_by_the_schedule_do_not_spend_the_prefix_budget() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_LIMITS__REGISTER_PER_PREFIX", "5/1h")]).await;
+    let requests = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            app.register("+447460111111", &format!("10.30.{i}.1"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert_eq!(statuses.iter().filter(|s| s.as_u16() == 200).count(), 1);
+    // The nineteen refused requests cost the prefix nothing: four more numbers still fit.
+    for i in 0..4 {
+        let number = format!("+44746{}", 2_000_000 + i * 110_011);
+        assert_eq!(
+            app.register(&number, &format!("10.31.{i}.1"))
+                .await
+                .status(),
+            200,
+            "{number}"
+        );
+    }
+}

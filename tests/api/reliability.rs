@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::json;
+use signal_gate::emulators::FaultMode;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -299,4 +300,49 @@ async fn a_deleted_database_file_is_a_503_not_a_silent_loss() {
         .await
         .expect("up");
     assert_eq!(ready.status(), 503);
+}
+
+#[tokio::test]
+async fn a_code_that_may_have_gone_out_stays_charged() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__TIMEOUT", "1s")]).await;
+    app.signal.set_mode(FaultMode::SlowCodes { millis: 1500 });
+    let number = spread_number(1);
+
+    let response = app.register(&number, "192.0.2.1").await;
+    assert_eq!(
+        error_of(response).await,
+        (504, "upstream_timeout".into(), None)
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        app.signal.inbox(&number).len(),
+        1,
+        "the slow server sent the code anyway"
+    );
+
+    app.signal.set_mode(FaultMode::Normal);
+    let (status, code, _) = error_of(app.register(&number, "192.0.2.2").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "rate_limited"),
+        "the send slot stayed taken"
+    );
+    assert_eq!(app.signal.inbox(&number).len(), 1);
+}
+
+#[tokio::test]
+async fn a_guess_that_may_have_been_checked_stays_counted() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__TIMEOUT", "1s")]).await;
+    let number = spread_number(2);
+    let session = app.session_for(&number, "192.0.2.1").await;
+    app.signal.set_mode(FaultMode::SlowCodes { millis: 1500 });
+    for _ in 0..3 {
+        let response = app.verify(&session, &number, "000000", "192.0.2.1").await;
+        assert_eq!(error_of(response).await.0, 504);
+    }
+    let (status, ..) = error_of(app.verify(&session, &number, "000000", "192.0.2.1").await).await;
+    assert_eq!(
+        status, 429,
+        "three timed-out guesses spent the session's budget"
+    );
 }
