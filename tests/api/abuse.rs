@@ -378,3 +378,49 @@ async fn refusals_by_the_schedule_do_not_spend_the_prefix_budget() {
         );
     }
 }
+
+#[tokio::test]
+async fn parallel_verify_bursts_spend_exactly_the_address_and_number_budgets() {
+    let app = spawn_app_with(&[
+        ("SIGNAL_GATE_LIMITS__VERIFY_PER_IP", "7/1h"),
+        ("SIGNAL_GATE_LIMITS__VERIFY_PER_NUMBER", "5/1h"),
+        ("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_SESSION", "100"),
+        ("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_NUMBER", "100/1h"),
+    ])
+    .await;
+    let number = spread_number(1);
+    let session = app.session_for(&number, "10.40.0.1").await;
+
+    // One address: exactly its budget of verify requests gets past the address check.
+    let from_one = (0..50).map(|_| {
+        let (app, session) = (&app, &session);
+        async move {
+            app.verify(session, "+447400123456", "000000", "10.41.0.1")
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(from_one).await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() != 429).count(),
+        7,
+        "{statuses:?}"
+    );
+
+    // One number from fifty addresses: exactly its budget of guesses reaches signal-server.
+    let from_many = (0..50).map(|i| {
+        let (app, session, number) = (&app, &session, &number);
+        async move {
+            app.verify(session, number, "000000", &format!("10.42.{i}.1"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(from_many).await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(app.signal.calls()[3], 5);
+}
