@@ -197,3 +197,23 @@ async fn the_admin_command_clears_a_number_while_the_gate_runs() {
         "the gate reloaded the block"
     );
 }
+
+#[tokio::test]
+async fn readiness_names_what_is_wrong() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        closed.local_addr().expect("addr").port()
+    );
+    drop(closed);
+    let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__URL", &url)]).await;
+    let response = app
+        .http
+        .get(format!("{}/readyz", app.admin_url))
+        .send()
+        .await
+        .expect("up");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["reason"], "signal-server unreachable");
+}
