@@ -122,8 +122,15 @@ pub async fn number_budgets(
     log: &mut DecisionLog,
 ) -> Result<(), ApiError> {
     if spend_them {
-        for (rule, key) in number_budget_keys(keys) {
-            spend(gate, rule, key, reason_of(rule), log).await?;
+        let budgets = number_budget_keys(keys);
+        for (spent, (rule, key)) in budgets.iter().enumerate() {
+            if let Err(refusal) = spend(gate, *rule, *key, reason_of(*rule), log).await {
+                // The budgets spent before this one paid for nothing.
+                for (rule, key) in &budgets[..spent] {
+                    gate.limits.refund(*rule, *key, gate.now_ms()).await;
+                }
+                return Err(refusal);
+            }
         }
         return Ok(());
     }
