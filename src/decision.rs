@@ -47,6 +47,8 @@ pub enum Reason {
     UpstreamUnavailable,
     UpstreamTimeout,
     StorageUnavailable,
+    /// A verification request sent as a WebSocket frame, answered by the gate with a 403 frame.
+    WebsocketVerification,
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::StorageUnavailable => "storage_unavailable",
+            Reason::WebsocketVerification => "websocket_verification",
         }
     }
 }
@@ -104,6 +107,7 @@ impl fmt::Display for Reason {
 pub enum Endpoint {
     Register,
     Verify,
+    Websocket,
 }
 
 impl Endpoint {
@@ -111,6 +115,7 @@ impl Endpoint {
         match self {
             Endpoint::Register => "register",
             Endpoint::Verify => "verify",
+            Endpoint::Websocket => "websocket",
         }
     }
 }

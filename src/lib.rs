@@ -30,3 +30,4 @@ pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod upstream;
+pub mod websocket;

@@ -20,6 +20,7 @@ use crate::routes;
 use crate::routes::admin::AdminToken;
 use crate::storage::{GateStore, Retention};
 use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
+use crate::websocket;
 use std::time::Duration;
 
 /// How long in-flight requests get to finish after SIGTERM.
@@ -214,6 +215,8 @@ fn client_server(
             .app_data(gate.clone())
             .route("/v1/register", web::post().to(routes::register))
             .route("/v1/verify", web::post().to(routes::verify))
+            .route("/v1/websocket/", web::get().to(websocket::websocket))
+            .route("/v1/websocket", web::get().to(websocket::websocket))
             .default_service(web::to(not_found))
     })
     .workers(workers)

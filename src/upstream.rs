@@ -94,6 +94,11 @@ impl UpstreamClient {
         })
     }
 
+    /// signal-server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     /// True when signal-server answers HTTP at all (any status), for readiness checks.
     pub async fn reachable(&self) -> bool {
         let url = self.base.clone();

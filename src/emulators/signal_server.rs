@@ -48,6 +48,9 @@ struct Counters {
     patch: AtomicU64,
     request_code: AtomicU64,
     submit_code: AtomicU64,
+    /// WebSocket request frames for the verification API, and all other frames received.
+    ws_verification: AtomicU64,
+    ws_other: AtomicU64,
 }
 
 struct State {
@@ -108,6 +111,7 @@ impl SignalServerEmulator {
                         .route("/{id}/code", web::post().to(request_code))
                         .route("/{id}/code", web::put().to(submit_code)),
                 )
+                .route("/v1/websocket/", web::get().to(websocket))
                 .route("/emulator/inbox/{number}", web::get().to(read_inbox))
                 .route("/emulator/mode", web::post().to(set_mode))
                 .route("/emulator/stats", web::get().to(stats))
@@ -159,6 +163,12 @@ impl SignalServerEmulator {
 
     pub fn set_mode(&self, mode: FaultMode) {
         *lock(&self.state.mode) = mode;
+    }
+
+    /// WebSocket frames received: verification requests, and everything else.
+    pub fn websocket_frames(&self) -> [u64; 2] {
+        let c = &self.state.counters;
+        [&c.ws_verification, &c.ws_other].map(|n| n.load(Ordering::SeqCst))
     }
 
     pub async fn stop(&self) {
@@ -443,4 +453,64 @@ async fn stats(state: Data<State>) -> HttpResponse {
         "smsSent": sms,
         "forwardedFor": *lock(&state.forwarded_for),
     }))
+}
+
+/// `/v1/websocket/`: signal-server's WebSocket, as it behaves without credentials. On connect it
+/// pushes one request (an empty-queue notice, as the real server does), answers every request
+/// frame with 200 (verification requests included, as the real server would), and counts
+/// what arrives. A frame that does not parse closes the socket with 1007.
+async fn websocket(
+    state: Data<State>,
+    request: HttpRequest,
+    body: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    use crate::websocket::frames::WebSocketMessage;
+    let (response, mut session, mut stream) = actix_ws::handle(&request, body)?;
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        use futures_util::StreamExt;
+        let push = WebSocketMessage::request(1, "PUT", "/api/v1/queue/empty", None);
+        if session.binary(push.to_bytes()).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                actix_ws::Message::Binary(bytes) => {
+                    let Ok(frame) = WebSocketMessage::parse(&bytes) else {
+                        let code = actix_ws::CloseCode::from(1007);
+                        let reason = actix_ws::CloseReason {
+                            code,
+                            description: None,
+                        };
+                        let _ = session.close(Some(reason)).await;
+                        return;
+                    };
+                    let request = frame.request.clone().filter(|_| frame.is_request());
+                    let path = request
+                        .as_ref()
+                        .and_then(|r| r.path.clone())
+                        .unwrap_or_default();
+                    let counters = &state.counters;
+                    if request.is_some() && crate::domain::is_verification_path(&path) {
+                        counters.ws_verification.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        counters.ws_other.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Some(id) = request.and_then(|r| r.id) {
+                        let answer = WebSocketMessage::response(id, 200, "OK", b"{}".to_vec());
+                        if session.binary(answer.to_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                actix_ws::Message::Ping(bytes) if session.pong(&bytes).await.is_err() => return,
+                actix_ws::Message::Close(reason) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(response)
 }

@@ -71,6 +71,11 @@ impl ApiError {
                 "number_not_allowed",
                 "Codes cannot be sent to this number right now.",
             ),
+            WebsocketVerification => (
+                403,
+                "use_http_endpoints",
+                "Verification is served by POST /v1/register and POST /v1/verify only.",
+            ),
             SessionNotFound => (404, "session_not_found", "No such session for this number."),
             PayloadTooLarge => (413, "payload_too_large", "The request body is over 4 KiB."),
             UnsupportedMediaType => (

@@ -10,3 +10,4 @@ mod process;
 mod register;
 mod reliability;
 mod verify;
+mod websocket;

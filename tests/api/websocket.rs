@@ -1,0 +1,202 @@
+//! The WebSocket guard over real connections: verification requests sent as frames never reach
+//! signal-server, with or without credentials; everything else flows both ways.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use signal_gate::websocket::frames::WebSocketMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::spawn_app;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, authorization: Option<&str>) -> Socket {
+    let target = format!("{}/v1/websocket/?login=x", url.replace("http://", "ws://"));
+    let mut request = target.into_client_request().expect("request");
+    if let Some(value) = authorization {
+        request
+            .headers_mut()
+            .insert("authorization", value.parse().expect("header"));
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade through the gate")
+        .0
+}
+
+/// The next binary frame, parsed; pings and pongs are skipped.
+async fn next_frame(socket: &mut Socket) -> WebSocketMessage {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("readable");
+        if let Message::Binary(bytes) = message {
+            return WebSocketMessage::parse(&bytes).expect("a Signal frame");
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: WebSocketMessage) {
+    socket
+        .send(Message::Binary(frame.to_bytes().into()))
+        .await
+        .expect("sent");
+}
+
+#[tokio::test]
+async fn verification_frames_never_reach_signal_server_and_others_flow_both_ways() {
+    let app = spawn_app().await;
+    for credentials in [None, Some("Basic dXNlcjpwYXNz")] {
+        let mut socket = connect(&app.url, credentials).await;
+
+        // The server's own push arrives through the gate.
+        let pushed = next_frame(&mut socket).await;
+        assert!(pushed.is_request(), "server-pushed request relayed");
+
+        let spellings = [
+            "/v1/verification/session",
+            "/v1/verification/session/abc/code",
+            "/V1/Verification/session",
+            "/v1//verification/session",
+            "/v1/x/../verification/session",
+            "/v1;x=1/verification/session",
+            "/v1/%76erification/session",
+            "/v1/verification%2Fsession",
+        ];
+        for (i, path) in spellings.iter().enumerate() {
+            send(
+                &mut socket,
+                WebSocketMessage::request(100 + i as u64, "POST", path, None),
+            )
+            .await;
+            let answer = next_frame(&mut socket)
+                .await
+                .response
+                .expect("a response frame");
+            assert_eq!(
+                (answer.id, answer.status),
+                (Some(100 + i as u64), Some(403)),
+                "{path}"
+            );
+        }
+
+        // An ordinary request is relayed and answered by signal-server.
+        send(
+            &mut socket,
+            WebSocketMessage::request(7, "GET", "/v1/keys", None),
+        )
+        .await;
+        let answer = next_frame(&mut socket)
+            .await
+            .response
+            .expect("a response frame");
+        assert_eq!((answer.id, answer.status), (Some(7), Some(200)));
+
+        // The client's answer to the server's push is relayed too; ping gets its pong.
+        send(
+            &mut socket,
+            WebSocketMessage::response(1, 200, "OK", Vec::new()),
+        )
+        .await;
+        socket
+            .send(Message::Ping(b"hello".to_vec().into()))
+            .await
+            .expect("ping");
+        let pong = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(Ok(Message::Pong(bytes))) = socket.next().await {
+                    return bytes;
+                }
+            }
+        })
+        .await
+        .expect("a pong");
+        assert_eq!(&pong[..], b"hello");
+        socket.close(None).await.expect("close");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let [verification, other] = app.signal.websocket_frames();
+    assert_eq!(
+        verification, 0,
+        "no verification frame reached signal-server"
+    );
+    assert_eq!(
+        other, 4,
+        "two requests and two responses per connection were relayed"
+    );
+}
+
+#[tokio::test]
+async fn a_frame_that_does_not_parse_closes_the_socket_with_1007() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.url, None).await;
+    let _pushed = next_frame(&mut socket).await;
+    socket
+        .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .expect("sent");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(closed, Some(1007));
+}
+
+/// Reads until the socket closes and returns the close code, if any.
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed in time")
+}
+
+#[tokio::test]
+async fn frame_rate_and_size_are_bounded_per_connection() {
+    let app = spawn_app().await;
+    let mut flooding = connect(&app.url, None).await;
+    for id in 0..300 {
+        let frame = WebSocketMessage::request(id, "GET", "/v1/keys", None);
+        if flooding
+            .send(Message::Binary(frame.to_bytes().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&mut flooding).await,
+        Some(1008),
+        "policy violation"
+    );
+
+    let mut oversized = connect(&app.url, None).await;
+    let huge = WebSocketMessage::request(1, "PUT", "/v1/keys", Some(vec![b'x'; 512 * 1024]));
+    let _ = oversized
+        .send(Message::Binary(huge.to_bytes().into()))
+        .await;
+    assert!(
+        close_code(&mut oversized).await.is_some(),
+        "an oversized frame closes the socket"
+    );
+    assert_eq!(app.signal.websocket_frames()[0], 0);
+}
