@@ -215,7 +215,10 @@ fn client_server(
             .app_data(gate.clone())
             .route("/v1/register", web::post().to(routes::register))
             .route("/v1/verify", web::post().to(routes::verify))
-            .route("/v1/websocket/", web::get().to(websocket::websocket))
+            .route(
+                "/v1/websocket/{tail:.*}",
+                web::get().to(websocket::websocket),
+            )
             .route("/v1/websocket", web::get().to(websocket::websocket))
             .default_service(web::to(not_found))
     })

@@ -11,7 +11,7 @@
 #   - a table of spellings of signal-server's /v1/verification API, sent with POST, PATCH
 #     and PUT, is answered by nginx itself (400/403/404, no upstream in nginx's access log)
 #     and never moves the emulator's verification counters;
-#   - sign-up reaches the gate, other paths and the WebSocket reach signal-server.
+#   - sign-up and the WebSocket reach the gate, other paths reach signal-server.
 #
 # It builds nothing: it runs ${SIGNAL_GATE_BIN:-target/debug/signal-gate} (scripts/test.sh
 # runs the cargo tests first, which build it). If nginx is missing it installs Debian's
@@ -477,7 +477,7 @@ for path in /v1/register /v1/verify /v1/accounts/whoami /v1/websocket/; do
 done
 
 echo_send /v1/websocket/ -H 'Upgrade: websocket' -H 'Connection: Upgrade'
-check "/v1/websocket/: Upgrade: websocket is passed to signal-server" \
+check "/v1/websocket/: Upgrade: websocket is passed on" \
     eval '[[ $echoed == *"upgrade=[websocket] connection=[upgrade]"* ]]'
 echo_send /v1/websocket/ -H 'Upgrade: h2c' -H 'Connection: Upgrade, HTTP2-Settings'
 check "/v1/websocket/: Upgrade: h2c is not passed on" \
@@ -500,8 +500,8 @@ check "GET /emulator/stats -> the signal emulator answers through nginx (status 
     eval '[[ $status == 200 && $body == *createSession* ]]'
 send GET /v1/websocket/ -H 'Upgrade: websocket' -H 'Connection: Upgrade' \
     -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='
-check "GET /v1/websocket/ -> signal-server, not the gate (upstream $upstream; NOT GUARDED yet)" \
-    test "$upstream" = "$signal_addr"
+check "GET /v1/websocket/ -> the gate's WebSocket guard (upstream $upstream)" \
+    test "$upstream" = "$gate_addr"
 
 # Control: a verification call that does reach the emulator moves its counters, so the
 # table below would see a leak.
