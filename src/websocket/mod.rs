@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as UpstreamCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::decision::{DecisionLog, Endpoint, Reason};
@@ -94,7 +94,15 @@ async fn connect_upstream(
         }
     }
     headers.insert("x-forwarded-for", client.to_string().parse()?);
-    let connecting = tokio_tungstenite::connect_async(upstream_request);
+    // Small buffers: an idle relayed connection should cost kilobytes, not tungstenite's
+    // default 128 KiB a side; they grow for the frames that need it.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let connecting =
+        tokio_tungstenite::connect_async_with_config(upstream_request, Some(config), false);
     let (stream, _) = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connecting).await??;
     Ok(stream)
 }
