@@ -282,3 +282,11 @@ impl ServeProcess {
             .await
     }
 }
+
+/// The URL of a loopback port nothing listens on.
+pub fn unreachable_url() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = closed.local_addr().expect("its address").port();
+    drop(closed);
+    format!("http://127.0.0.1:{port}")
+}

@@ -200,12 +200,7 @@ async fn the_admin_command_clears_a_number_while_the_gate_runs() {
 
 #[tokio::test]
 async fn readiness_names_what_is_wrong() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let url = format!(
-        "http://127.0.0.1:{}",
-        closed.local_addr().expect("addr").port()
-    );
-    drop(closed);
+    let url = crate::helpers::unreachable_url();
     let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__URL", &url)]).await;
     let response = app
         .http

@@ -520,12 +520,7 @@ async fn upstream_failures_map_to_stable_codes_and_charge_no_one() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_bad_gateway() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let url = format!(
-        "http://127.0.0.1:{}",
-        closed.local_addr().expect("addr").port()
-    );
-    drop(closed);
+    let url = crate::helpers::unreachable_url();
     let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__URL", &url)]).await;
     let response = app.register(NUMBER, "192.0.2.1").await;
     assert_eq!(

@@ -140,17 +140,7 @@ async fn a_frame_that_does_not_parse_closes_the_socket_with_1007() {
         .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
         .await
         .expect("sent");
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("closed in time");
+    let closed = close_code(&mut socket).await;
     assert_eq!(closed, Some(1007));
 }
 
