@@ -26,7 +26,11 @@ fn address_resolution(c: &mut Criterion) {
 
 fn limiter_check(c: &mut Criterion) {
     let rate = Rate::new(10, Duration::from_secs(3600));
-    let store = MemoryLimitStore::new(&[(LimitRule::RegisterPerAddress, rate)], 1_000_000);
+    let store = MemoryLimitStore::new(
+        &[(LimitRule::RegisterPerAddress, rate)],
+        1_000_000,
+        std::sync::Arc::new(signal_gate::clock::SystemClock),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");

@@ -22,7 +22,11 @@ fn main() {
     let capacity = args.next().flatten().unwrap_or(1_000_000);
     let rate = Rate::new(10, Duration::from_secs(3600));
     let rule = LimitRule::RegisterPerAddress;
-    let store = MemoryLimitStore::new(&[(rule, rate)], capacity);
+    let store = MemoryLimitStore::new(
+        &[(rule, rate)],
+        capacity,
+        std::sync::Arc::new(signal_gate::clock::SystemClock),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");

@@ -29,6 +29,11 @@ impl ManualClock {
         ManualClock(AtomicU64::new(SystemClock.now_ms()))
     }
 
+    /// Starts at the given milliseconds since the epoch.
+    pub fn at(ms: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(ms))
+    }
+
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }

@@ -61,7 +61,11 @@ impl Application {
         )
         .await?;
         let rates = limit_rates(&settings);
-        let limit_store = Arc::new(MemoryLimitStore::new(&rates, limits.cache_capacity));
+        let limit_store = Arc::new(MemoryLimitStore::new(
+            &rates,
+            limits.cache_capacity,
+            Arc::clone(&clock),
+        ));
         let blocklist = Arc::new(Blocklist::default());
         reload_blocks(&store, &blocklist, clock.now_ms()).await?;
         tokio::spawn(keep_blocks_fresh(
