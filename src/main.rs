@@ -136,17 +136,9 @@ async fn admin(action: AdminAction) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     use signal_gate::clock::{Clock, SystemClock};
     use signal_gate::configuration::parse_duration;
-    use signal_gate::storage::{GuessBudget, SendSchedule, SqliteStore};
 
     let settings = Settings::load()?;
-    let l = &settings.limits;
-    let store = SqliteStore::open(
-        &settings.database.url,
-        settings.database.busy_timeout,
-        SendSchedule::new(&l.send_delays, l.register_per_number),
-        GuessBudget::new(l.wrong_codes_per_number, l.wrong_codes_per_session),
-    )
-    .await?;
+    let store = signal_gate::startup::open_store(&settings).await?;
     let number_key = signal_gate::domain::NumberKey::new(settings.number_key.expose_secret());
     let tool = signal_gate::admin::Admin {
         store: &store,

@@ -49,36 +49,13 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let limits = &settings.limits;
-        let store = SqliteStore::open(
-            &settings.database.url,
-            settings.database.busy_timeout,
-            SendSchedule::new(&limits.send_delays, limits.register_per_number),
-            GuessBudget::new(
-                limits.wrong_codes_per_number,
-                limits.wrong_codes_per_session,
-            ),
-        )
-        .await?;
+        let store = open_store(&settings).await?;
         let rates = limit_rates(&settings);
-        let limit_store = Arc::new(MemoryLimitStore::new(
-            &rates,
-            limits.cache_capacity,
-            Arc::clone(&clock),
-        ));
+        let capacity = settings.limits.cache_capacity;
+        let limit_store = Arc::new(MemoryLimitStore::new(&rates, capacity, Arc::clone(&clock)));
         let blocklist = Arc::new(Blocklist::default());
         reload_blocks(&store, &blocklist, clock.now_ms()).await?;
-        tokio::spawn(keep_blocks_fresh(
-            store.clone(),
-            Arc::clone(&blocklist),
-            Arc::clone(&clock),
-        ));
-        let retention = retention_of(&settings);
-        tokio::spawn(prune_on_schedule(
-            store.clone(),
-            retention,
-            Arc::clone(&clock),
-        ));
+        start_maintenance(&store, &blocklist, &clock, &settings);
         let parts = GateParts {
             clock,
             limits: limit_store,
@@ -86,20 +63,12 @@ impl Application {
             blocklist,
             metrics: Arc::new(Metrics::new()),
         };
-        let gate = Gate::new(&settings, parts)?;
+        let gate = Data::new(Gate::new(&settings, parts)?);
 
-        let listener = TcpListener::bind(settings.listen).with_context(|| {
-            format!("could not listen on SIGNAL_GATE_LISTEN={}", settings.listen)
-        })?;
-        let admin_listener = TcpListener::bind(settings.admin.listen).with_context(|| {
-            format!(
-                "could not listen on SIGNAL_GATE_ADMIN__LISTEN={}",
-                settings.admin.listen
-            )
-        })?;
+        let listener = bind(settings.listen, "SIGNAL_GATE_LISTEN")?;
+        let admin_listener = bind(settings.admin.listen, "SIGNAL_GATE_ADMIN__LISTEN")?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
-        let gate = Data::new(gate);
         let server = client_server(listener, gate.clone(), settings.workers)?;
         let token = Data::new(AdminToken(settings.admin.token.clone()));
         let admin = admin_server(admin_listener, gate, token)?;
@@ -132,6 +101,48 @@ impl Application {
         let _ = admin.await;
         result
     }
+}
+
+/// Opens the database the settings name, with the persisted rules they configure.
+///
+/// # Errors
+/// When the database cannot be opened or migrated.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    let limits = &settings.limits;
+    SqliteStore::open(
+        &settings.database.url,
+        settings.database.busy_timeout,
+        SendSchedule::new(&limits.send_delays, limits.register_per_number),
+        GuessBudget::new(
+            limits.wrong_codes_per_number,
+            limits.wrong_codes_per_session,
+        ),
+    )
+    .await
+}
+
+fn bind(address: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).with_context(|| format!("could not listen on {variable}={address}"))
+}
+
+/// The jobs that run beside the server: reloading blocks and pruning old rows.
+fn start_maintenance(
+    store: &SqliteStore,
+    blocklist: &Arc<Blocklist>,
+    clock: &Arc<dyn Clock>,
+    settings: &Settings,
+) {
+    tokio::spawn(keep_blocks_fresh(
+        store.clone(),
+        Arc::clone(blocklist),
+        Arc::clone(clock),
+    ));
+    let retention = retention_of(settings);
+    tokio::spawn(prune_on_schedule(
+        store.clone(),
+        retention,
+        Arc::clone(clock),
+    ));
 }
 
 /// Blocks written by `signal-gate admin` or another gate take effect within this time.
