@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::abuse::{BlockKind, Blocklist};
 use crate::domain::{NumberKey, PhoneNumber};
+use crate::gate::NumberKeys;
 use crate::storage::{BlockRecord, GateStore, StoreError};
 
 /// The log target of every operator action.
@@ -81,7 +82,7 @@ impl Admin<'_> {
         let number = parse_number(number)?;
         let hash = self.number_key.hash_number(&number);
         let (schedule, wrong) = self.store.number_state(&hash).await?;
-        let keys = self.block_keys_of(&number);
+        let keys = NumberKeys::of(self.number_key, &number).block_keys(&number);
         let blocks = self.store.active_blocks(self.now_ms).await?;
         let blocks = blocks
             .into_iter()
@@ -160,7 +161,7 @@ impl Admin<'_> {
         };
         self.store.put_block(&record).await?;
         self.refresh().await?;
-        let (kind, key) = (kind.as_str(), shown_key(&record));
+        let (kind, key) = (kind.as_str(), kind.shown(&record.key));
         let who = self.who.as_str();
         tracing::warn!(target: ADMIN_LOG, who, action = "add_block", kind, key, until, "operator");
         Ok(record.into())
@@ -192,15 +193,15 @@ impl Admin<'_> {
         let kind: BlockKind = kind.parse().map_err(AdminError::InvalidBlock)?;
         let key = key.trim();
         let stored = match kind {
-            BlockKind::Number => {
-                hex::encode(self.number_key.hash_number(&parse_number(key)?).as_bytes())
-            }
-            BlockKind::NumberRange => {
+            BlockKind::Number | BlockKind::NumberRange => {
                 let number = parse_number(key)?;
-                hex::encode(
-                    self.number_key
-                        .hash_labelled("range", number.hundred_block().0),
-                )
+                let keys = NumberKeys::of(self.number_key, &number);
+                let hash = if kind == BlockKind::Number {
+                    keys.hash.as_bytes()
+                } else {
+                    &keys.range
+                };
+                hex::encode(hash)
             }
             BlockKind::Country => key
                 .trim_start_matches('+')
@@ -219,23 +220,6 @@ impl Admin<'_> {
             BlockKind::Address | BlockKind::AddressBlock => address_key(kind, key)?,
         };
         Ok((kind, stored))
-    }
-
-    /// Every block key that would refuse this number.
-    fn block_keys_of(&self, number: &PhoneNumber) -> Vec<(BlockKind, String)> {
-        let hash = self.number_key.hash_number(number);
-        let range = self
-            .number_key
-            .hash_labelled("range", number.hundred_block().0);
-        let e164 = number.e164();
-        let shortest = 1 + number.calling_code().to_string().len();
-        let mut keys = vec![
-            (BlockKind::Number, hex::encode(hash.as_bytes())),
-            (BlockKind::NumberRange, hex::encode(range)),
-            (BlockKind::Country, number.calling_code().to_string()),
-        ];
-        keys.extend((shortest..e164.len()).map(|end| (BlockKind::Prefix, e164[..end].to_owned())));
-        keys
     }
 }
 
@@ -257,14 +241,6 @@ fn address_key(kind: BlockKind, key: &str) -> Result<String, AdminError> {
         return Err(usage());
     }
     Ok(net.trunc().to_string())
-}
-
-/// A block key fit for a log line: hashes shortened.
-fn shown_key(record: &BlockRecord) -> String {
-    match record.kind {
-        BlockKind::Number | BlockKind::NumberRange => record.key.chars().take(8).collect(),
-        _ => record.key.clone(),
-    }
 }
 
 #[cfg(test)]

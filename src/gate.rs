@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use actix_web::HttpRequest;
 
-use crate::abuse::{rule_of, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker};
+use crate::abuse::{
+    rule_of, BlockKind, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker,
+};
 use crate::alerts::Alerter;
 use crate::captcha::CaptchaVerifier;
 use crate::clock::Clock;
@@ -140,17 +142,7 @@ impl Gate {
 
     /// The keys one number's budgets, blocks and statistics go by.
     pub fn number_keys(&self, number: &PhoneNumber) -> NumberKeys {
-        let hash = self.number_key.hash_number(number);
-        let prefix = self.number_key.hash_labelled("prefix", number.prefix());
-        let (hundred, last_two) = number.hundred_block();
-        let range = self.number_key.hash_labelled("range", hundred);
-        NumberKeys {
-            hash,
-            prefix,
-            range,
-            last_two,
-            calling_code: number.calling_code(),
-        }
+        NumberKeys::of(&self.number_key, number)
     }
 }
 
@@ -161,6 +153,33 @@ pub struct NumberKeys {
     pub range: [u8; 32],
     pub last_two: u8,
     pub calling_code: u16,
+}
+
+impl NumberKeys {
+    pub fn of(number_key: &NumberKey, number: &PhoneNumber) -> NumberKeys {
+        let (hundred, last_two) = number.hundred_block();
+        NumberKeys {
+            hash: number_key.hash_number(number),
+            prefix: number_key.hash_labelled("prefix", number.prefix()),
+            range: number_key.hash_labelled("range", hundred),
+            last_two,
+            calling_code: number.calling_code(),
+        }
+    }
+
+    /// Every block key that refuses this number: the number, its hundred, its country and
+    /// each of its prefixes.
+    pub fn block_keys(&self, number: &PhoneNumber) -> Vec<(BlockKind, String)> {
+        let e164 = number.e164();
+        let shortest = 1 + self.calling_code.to_string().len();
+        let mut keys = vec![
+            (BlockKind::Number, hex::encode(self.hash.as_bytes())),
+            (BlockKind::NumberRange, hex::encode(self.range)),
+            (BlockKind::Country, self.calling_code.to_string()),
+        ];
+        keys.extend((shortest..e164.len()).map(|end| (BlockKind::Prefix, e164[..end].to_owned())));
+        keys
+    }
 }
 
 /// The leading 16 bytes of a keyed hash, as an in-memory budget's key.

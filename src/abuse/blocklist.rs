@@ -37,6 +37,15 @@ impl BlockKind {
         BlockKind::Country,
     ];
 
+    /// A key of this kind fit for logs: keys of numbers and ranges are keyed hashes, shown
+    /// shortened; prefixes, countries and addresses say nothing about one person.
+    pub fn shown(self, key: &str) -> String {
+        match self {
+            BlockKind::Number | BlockKind::NumberRange => key.chars().take(8).collect(),
+            _ => key.to_owned(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BlockKind::Address => "address",

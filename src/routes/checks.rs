@@ -71,15 +71,7 @@ pub fn check_destination(
         return Ok(());
     }
     let now = gate.now_ms();
-    let e164 = number.e164();
-    let shortest = 1 + number.calling_code().to_string().len();
-    let prefixes = (shortest..e164.len()).map(|end| (BlockKind::Prefix, e164[..end].to_owned()));
-    let mut candidates = vec![
-        (BlockKind::Number, hex::encode(keys.hash.as_bytes())),
-        (BlockKind::NumberRange, hex::encode(keys.range)),
-        (BlockKind::Country, number.calling_code().to_string()),
-    ];
-    candidates.extend(prefixes);
+    let candidates = keys.block_keys(number);
     let blocked = candidates
         .iter()
         .any(|(kind, key)| gate.blocklist.blocked_until(*kind, key, now).is_some());
@@ -245,7 +237,7 @@ async fn raise_block(
     reason: Reason,
 ) -> Result<(), ApiError> {
     if !gate.enforces(reason) {
-        let shown = shown_block_key(kind, &key);
+        let shown = kind.shown(&key);
         let details = serde_json::json!({"kind": kind.as_str(), "shadow": true});
         gate.alerts.raise(reason.as_str(), &shown, details);
         return Ok(());
@@ -264,17 +256,8 @@ async fn raise_block(
         .await
         .map_err(storage_failed)?;
     gate.blocklist.insert(kind, key, until);
-    let shown = shown_block_key(kind, &record.key);
+    let shown = kind.shown(&record.key);
     let details = serde_json::json!({"kind": kind.as_str(), "untilMs": until});
     gate.alerts.raise(reason.as_str(), &shown, details);
     Ok(())
-}
-
-/// A block key fit for logs: keys of numbers and ranges are keyed hashes, shortened; prefixes,
-/// countries and address blocks say nothing about one person.
-fn shown_block_key(kind: BlockKind, key: &str) -> String {
-    match kind {
-        BlockKind::Number | BlockKind::NumberRange => key.chars().take(8).collect(),
-        _ => key.to_owned(),
-    }
 }
