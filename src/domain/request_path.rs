@@ -4,8 +4,9 @@
 //! The form: query and fragment dropped, an absolute-form target reduced to its path,
 //! percent-escapes decoded once (an escape that decodes to another escape is refused as
 //! ambiguous), `\` read as `/`, matrix parameters (`;...`) dropped from every segment, empty
-//! segments and `.` removed, `..` resolved (refused above the root). A path that cannot be put
-//! in this form is refused rather than guessed at.
+//! segments and `.` removed, `..` resolved (refused above the root), and a decoded `?` or `#`
+//! escaped again, so that the form reads the same when read a second time. A path that cannot
+//! be put in this form is refused rather than guessed at.
 
 /// Why a path has no canonical form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +41,13 @@ pub fn canonical_path(target: &str) -> Result<String, PathError> {
             _ => segments.push(segment),
         }
     }
-    Ok(format!("/{}", segments.join("/")))
+    Ok(format!("/{}", escape_delimiters(&segments.join("/"))))
+}
+
+/// A `?` or `#` that came out of an escape is part of a segment, not the start of a query or
+/// fragment; it stays escaped so the canonical form is its own canonical form.
+fn escape_delimiters(path: &str) -> String {
+    path.replace('?', "%3F").replace('#', "%23")
 }
 
 /// True when the target reaches signal-server's verification-session API, however spelled;
@@ -152,6 +159,15 @@ mod tests {
             ("/v1/register", "/v1/register"),
             ("/v2/keys/?x=1", "/v2/keys"),
             ("/v1/accounts;x/../messages", "/v1/messages"),
+            ("%23", "/%23"),
+            (
+                "/v1/verification%3Fx/session",
+                "/v1/verification%3Fx/session",
+            ),
+            (
+                "/v1/verification%23/session#x",
+                "/v1/verification%23/session",
+            ),
         ];
         for (path, canonical) in cases {
             assert_eq!(canonical_path(path).as_deref(), Ok(canonical), "{path}");
@@ -161,9 +177,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn canonical_paths_are_fixed_points(path in "[/a-z0-9.;%]{0,40}") {
+        fn canonical_paths_are_fixed_points(path in "[/a-zA-Z0-9.;%?#\\\\]{0,40}") {
             if let Ok(canonical) = canonical_path(&path) {
                 prop_assert_eq!(canonical_path(&canonical), Ok(canonical.clone()));
+            }
+        }
+
+        #[test]
+        fn paths_built_of_escapes_and_dots_are_fixed_points(
+            parts in prop::collection::vec(prop::sample::select(vec![
+                "/", "\\", "v1", "verification", ".", "..", ";x", "?", "#", "%23", "%3F",
+                "%3f", "%2F", "%2e", "%2E%2E", "%5C", "%3B", "%20", "%C3%A9",
+            ]), 0..12),
+        ) {
+            let path = parts.concat();
+            if let Ok(canonical) = canonical_path(&path) {
+                prop_assert_eq!(canonical_path(&canonical), Ok(canonical.clone()), "{}", path);
             }
         }
 

@@ -82,10 +82,13 @@ pub struct Gcra {
 impl From<Rate> for Gcra {
     fn from(rate: Rate) -> Gcra {
         let period_ms = rate.period.as_millis() as u64;
-        let emission_ms = (period_ms / u64::from(rate.count)).max(1);
+        let count = u64::from(rate.count);
+        // Rounded up, and the burst made of whole emissions: a rounded-down emission with the
+        // rest of the period as tolerance let one request in a few milliseconds early.
+        let emission_ms = period_ms.div_ceil(count).max(1);
         Gcra {
             emission_ms,
-            tolerance_ms: period_ms.saturating_sub(emission_ms),
+            tolerance_ms: emission_ms * (count - 1),
         }
     }
 }
