@@ -49,6 +49,9 @@ pub enum Reason {
     StorageUnavailable,
     /// A verification request sent as a WebSocket frame, answered by the gate with a 403 frame.
     WebsocketVerification,
+    /// An HTTP request for signal-server's verification API, in any spelling, that reached
+    /// the gate (the example nginx site sends them here); answered with a 403.
+    VerificationPath,
 }
 
 impl Reason {
@@ -92,6 +95,7 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::StorageUnavailable => "storage_unavailable",
             Reason::WebsocketVerification => "websocket_verification",
+            Reason::VerificationPath => "verification_path",
         }
     }
 }
@@ -108,6 +112,8 @@ pub enum Endpoint {
     Register,
     Verify,
     Websocket,
+    /// signal-server's verification API, reached over HTTP by any spelling.
+    VerificationApi,
 }
 
 impl Endpoint {
@@ -116,6 +122,7 @@ impl Endpoint {
             Endpoint::Register => "register",
             Endpoint::Verify => "verify",
             Endpoint::Websocket => "websocket",
+            Endpoint::VerificationApi => "verification_api",
         }
     }
 }

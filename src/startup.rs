@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::web::{self, Data};
-use actix_web::{App, HttpResponse, HttpServer};
+use actix_web::{App, HttpServer};
 use anyhow::Context;
-use serde_json::json;
 
 use crate::abuse::Blocklist;
 use crate::clock::{Clock, SystemClock};
@@ -235,7 +234,7 @@ fn client_server(
                 web::get().to(websocket::websocket),
             )
             .route("/v1/websocket", web::get().to(websocket::websocket))
-            .default_service(web::to(not_found))
+            .default_service(web::to(routes::unrouted))
     })
     .workers(workers)
     .shutdown_timeout(SHUTDOWN_GRACE_SECS)
@@ -254,7 +253,7 @@ fn admin_server(
             .app_data(gate.clone())
             .app_data(token.clone())
             .configure(routes::admin::configure)
-            .default_service(web::to(not_found))
+            .default_service(web::to(routes::unknown_endpoint))
     })
     .workers(1)
     .disable_signals()
@@ -262,8 +261,4 @@ fn admin_server(
     .listen(listener)?
     .run();
     Ok(server)
-}
-
-async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({"code": "not_found", "message": "No such endpoint."}))
 }

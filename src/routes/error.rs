@@ -71,7 +71,7 @@ impl ApiError {
                 "number_not_allowed",
                 "Codes cannot be sent to this number right now.",
             ),
-            WebsocketVerification => (
+            WebsocketVerification | VerificationPath => (
                 403,
                 "use_http_endpoints",
                 "Verification is served by POST /v1/register and POST /v1/verify only.",

@@ -190,3 +190,75 @@ async fn frame_rate_and_size_are_bounded_per_connection() {
     );
     assert_eq!(app.signal.websocket_frames()[0], 0);
 }
+
+/// Sends one raw HTTP/1.1 request with `target` as written; the status and body.
+async fn raw_request(url: &str, method: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let body = r#"{"number":"+447400123456"}"#;
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: gate.test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn verification_paths_over_http_are_refused_by_the_gate_and_counted() {
+    let app = spawn_app().await;
+    let spellings = [
+        ("POST", "/v1/verification/session"),
+        ("PATCH", "/v1/verification/session/abc"),
+        ("PUT", "/v1/Verification/session/abc/code"),
+        ("POST", "/v1;x=1/verification/session"),
+        ("POST", "/v1/%76erification/session"),
+        ("POST", "/v1/x/../verification/session"),
+        ("POST", "//v1//verification/session?x=1"),
+        ("POST", "/v1/verification%2Fsession"),
+        ("POST", "http://gate.test/v1/verification/session"),
+    ];
+    for (method, target) in spellings {
+        let (status, body) = raw_request(&app.url, method, target).await;
+        assert_eq!(status, 403, "{method} {target}: {body}");
+        assert!(body.contains("use_http_endpoints"), "{target}: {body}");
+        assert!(
+            body.contains("/v1/register"),
+            "the answer names the gate's endpoint"
+        );
+    }
+    assert_eq!(app.signal.calls(), [0; 4], "nothing reached signal-server");
+    let (status, body) = raw_request(&app.url, "GET", "/v1/elsewhere").await;
+    assert_eq!((status, body.contains("not_found")), (404, true), "{body}");
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let counted = metrics
+        .lines()
+        .find(|line| {
+            line.contains("endpoint=\"verification_api\"")
+                && line.contains("reason=\"verification_path\"")
+        })
+        .and_then(|line| line.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert_eq!(counted, Some(spellings.len() as f64), "{metrics}");
+}

@@ -9,8 +9,11 @@
 #     passes Upgrade only as "websocket" and only on /v1/websocket/ (a second nginx, same
 #     routing, in front of a header echo);
 #   - a table of spellings of signal-server's /v1/verification API, sent with POST, PATCH
-#     and PUT, is answered by nginx itself (400/403/404, no upstream in nginx's access log)
-#     and never moves the emulator's verification counters;
+#     and PUT, is refused: by nginx itself when it cannot be read one way (400, no upstream
+#     in nginx's access log), otherwise by the gate (403 `use_http_endpoints`, or 404 when
+#     the gate's canonical form of the path is not the verification API); none reaches
+#     signal-server or moves the emulator's verification counters, and the gate counts the
+#     refusals under reason `verification_path`;
 #   - sign-up and the WebSocket reach the gate, other paths reach signal-server.
 #
 # It builds nothing: it runs ${SIGNAL_GATE_BIN:-target/debug/signal-gate} (scripts/test.sh
@@ -575,10 +578,14 @@ for spelling in "${spellings[@]}"; do
         send "$method" "$spelling" -H 'Content-Type: application/json' -d "$body_for_all"
         counters_after=$(verification_counters)
         refused=no
-        [[ $status == 400 || $status == 403 || $status == 404 ]] && refused=yes
+        case "$status $upstream" in
+            "400 -") refused=yes ;; # nginx: a path it cannot read one way
+            "403 $gate_addr") [[ $body == *'"use_http_endpoints"'* ]] && refused=yes ;;
+            "404 $gate_addr") [[ $body == *'"not_found"'* ]] && refused=yes ;;
+        esac
         check "$method ${spelling#RT:} -> $status, upstream $upstream, counters $counters_after" \
-            test "$refused" = yes -a "$upstream" = "-" -a "$counters_before" = "$counters_after"
-        if [[ $refused == yes && $upstream == "-" && $counters_before == "$counters_after" ]]; then
+            test "$refused" = yes -a "$counters_before" = "$counters_after"
+        if [[ $refused == yes && $counters_before == "$counters_after" ]]; then
             row+=" $status"
         else
             row+=" LEAK($status,$upstream)"
@@ -589,5 +596,11 @@ done
 
 echo "# spelling (request target)$(printf '%*s' 46 '') POST PATCH PUT"
 for row in "${table[@]}"; do echo "# $row"; done
+
+side_door=$(curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics" |
+    grep 'decisions_total{' | grep 'endpoint="verification_api"' |
+    grep 'reason="verification_path"' | awk '{ sum += $NF } END { print sum + 0 }')
+check "the gate counted the spellings it refused (verification_path: $side_door)" \
+    test "${side_door%.*}" -gt 0
 
 summary_and_exit

@@ -1,0 +1,559 @@
+//! The gate's benchmark, run by `scripts/bench.sh` after a release build: every figure of
+//! docs/benchmarks.md from one run on this machine, each comparison side by side, alternated
+//! and repeated, and a table of medians and ratios at the end.
+//!
+//! `bench [--rounds N] [--seconds S] [--keys K]`: N rounds of S-second wrk runs per target
+//! (default 5 and 5), and K distinct addresses for the memory run (default 1,000,000).
+//! Servers run pinned to core 0, wrk to core 1; scripts/bench.sh pins this process to core 1.
+
+mod nginx;
+mod probes;
+mod processes;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use signal_gate::emulators::hcaptcha::{HcaptchaEmulator, TEST_SECRET, TEST_SITEKEY};
+use signal_gate::emulators::signal_server::SignalServerEmulator;
+
+use processes::{free_port, pinned, status_kib, Server, WorkDir, SERVER_CORE};
+use wrk::{Scripts, WrkReport};
+
+const CONNECTIONS: u32 = 64;
+/// Budgets a flood of new addresses fills: register per address and per address block, each
+/// with its cache of limited keys beside it.
+const FLOODED_CACHES: u64 = 4;
+/// The issue's target for memory per tracked key.
+const TARGET_BYTES_PER_KEY: u64 = 300;
+
+struct Options {
+    rounds: usize,
+    seconds: u64,
+    keys: u64,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        rounds: 5,
+        seconds: 5,
+        keys: 1_000_000,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse::<u64>().ok());
+        match (pair[0].as_str(), value) {
+            ("--rounds", Some(n)) if n > 0 => options.rounds = n as usize,
+            ("--seconds", Some(n)) if n > 0 => options.seconds = n,
+            ("--keys", Some(n)) if n > 0 => options.keys = n,
+            _ => {
+                eprintln!("usage: bench [--rounds N] [--seconds S] [--keys K]");
+                std::process::exit(2);
+            }
+        }
+    }
+    options
+}
+
+/// Paths of what scripts/bench.sh built.
+struct Binaries {
+    gate: PathBuf,
+    bare: PathBuf,
+}
+
+fn binaries() -> Binaries {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release");
+    let binaries = Binaries {
+        gate: release.join("signal-gate"),
+        bare: release.join("examples/bare_actix"),
+    };
+    for path in [&binaries.gate, &binaries.bare] {
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/bench.sh",
+            path.display()
+        );
+    }
+    binaries
+}
+
+/// The emulators the gate talks to, in this process (on the client core).
+struct Emulators {
+    signal: SignalServerEmulator,
+    hcaptcha: HcaptchaEmulator,
+}
+
+/// A running gate and the ports it answers on.
+struct Gate {
+    server: Server,
+    url: String,
+    admin_url: String,
+    started_in: Duration,
+}
+
+fn start_gate(
+    name: &'static str,
+    binaries: &Binaries,
+    work: &WorkDir,
+    emulators: &Emulators,
+    extra: &[(&str, &str)],
+) -> Gate {
+    let (port, admin) = (free_port(), free_port());
+    let database = work.join(&format!("{name}-{port}.db"));
+    let mut command = pinned(SERVER_CORE, &binaries.gate);
+    command
+        .arg("serve")
+        .env("SIGNAL_GATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SIGNAL_GATE_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("SIGNAL_GATE_WORKERS", "1")
+        .env("SIGNAL_GATE_UPSTREAM__URL", emulators.signal.url())
+        .env("SIGNAL_GATE_HCAPTCHA__SECRET", TEST_SECRET)
+        .env("SIGNAL_GATE_HCAPTCHA__SITEKEY", TEST_SITEKEY)
+        .env(
+            "SIGNAL_GATE_HCAPTCHA__VERIFY_URL",
+            emulators.hcaptcha.verify_url(),
+        )
+        .env(
+            "SIGNAL_GATE_NUMBER_KEY",
+            "a benchmark number key, long enough",
+        )
+        .env(
+            "SIGNAL_GATE_DATABASE__URL",
+            format!("sqlite://{}", database.display()),
+        )
+        .env("SIGNAL_GATE_LIMITS__REGISTER_PER_IP", nginx::GATE_RULE)
+        .envs(extra.iter().copied());
+    let started = Instant::now();
+    let mut server = Server::start(name, command, &work.join(&format!("{name}-{port}.log")));
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    server.wait_for_port(admin);
+    wait_until_ready(&admin_url);
+    Gate {
+        server,
+        url: format!("http://127.0.0.1:{port}"),
+        admin_url,
+        started_in: started.elapsed(),
+    }
+}
+
+/// Polls `/readyz` with a bare HTTP/1.0 request until it answers 200.
+fn wait_until_ready(admin_url: &str) {
+    use std::io::{Read, Write};
+    let address = admin_url.trim_start_matches("http://");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the gate at {admin_url} was not ready within 30 s");
+}
+
+/// Gates and the two references, for the floods.
+struct FloodTargets {
+    gate_one: Gate,
+    gate_many: Gate,
+    _nginx: Server,
+    nginx_one: String,
+    nginx_many: String,
+    _bare: Server,
+    bare: String,
+}
+
+fn start_flood_targets(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) -> FloodTargets {
+    let gate_one = start_gate("gate-one-address", binaries, work, emulators, &[]);
+    let trusted = [("SIGNAL_GATE_TRUSTED_PROXIES", "127.0.0.1/32")];
+    let gate_many = start_gate("gate-many-addresses", binaries, work, emulators, &trusted);
+
+    let bare_port = free_port();
+    let mut command = pinned(SERVER_CORE, &binaries.bare);
+    command.arg(format!("127.0.0.1:{bare_port}")).arg("1");
+    let mut bare = Server::start("bare actix-web", command, &work.join("bare.log"));
+    bare.wait_for_port(bare_port);
+
+    let (one, many) = (free_port(), free_port());
+    let dir = work.join("nginx");
+    nginx::write_config(&dir, one, many, bare_port);
+    let mut command = pinned(SERVER_CORE, Path::new(&nginx_binary()));
+    command
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"]);
+    let mut nginx = Server::start("nginx", command, &work.join("nginx.log"));
+    nginx.wait_for_port(one);
+    nginx.wait_for_port(many);
+    FloodTargets {
+        gate_one,
+        gate_many,
+        _nginx: nginx,
+        nginx_one: format!("http://127.0.0.1:{one}"),
+        nginx_many: format!("http://127.0.0.1:{many}"),
+        _bare: bare,
+        bare: format!("http://127.0.0.1:{bare_port}"),
+    }
+}
+
+fn nginx_binary() -> String {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .unwrap_or("nginx")
+        .to_owned()
+}
+
+/// Median requests a second of each target, and the smallest share of refusals seen.
+struct FloodResult {
+    names: Vec<&'static str>,
+    medians: Vec<f64>,
+    runs: Vec<Vec<WrkReport>>,
+}
+
+/// Runs every target `rounds` times, rotating which goes first, after a one-second warm-up.
+fn flood(
+    targets: &[(&'static str, String)],
+    script: &str,
+    options: &Options,
+    offset: &mut u64,
+) -> FloodResult {
+    let url = |base: &String| format!("{base}/v1/register");
+    for (_, base) in targets {
+        let warm = wrk::run(&url(base), script, 1, CONNECTIONS, *offset);
+        *offset += warm.requests + 1;
+    }
+    let mut runs = vec![Vec::new(); targets.len()];
+    for round in 0..options.rounds {
+        for step in 0..targets.len() {
+            let index = (round + step) % targets.len();
+            let report = wrk::run(
+                &url(&targets[index].1),
+                script,
+                options.seconds,
+                CONNECTIONS,
+                *offset,
+            );
+            *offset += report.requests + 1;
+            runs[index].push(report);
+        }
+    }
+    let medians = runs
+        .iter()
+        .map(|reports| median(reports.iter().map(|r| r.per_second).collect()))
+        .collect();
+    FloodResult {
+        names: targets.iter().map(|(name, _)| *name).collect(),
+        medians,
+        runs,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn print_flood(title: &str, result: &FloodResult) {
+    println!("\n### {title}\n");
+    println!("| target | median req/s | runs (req/s) | refused | socket errors | gate / this |");
+    println!("|---|---:|---|---:|---:|---:|");
+    let gate = result.medians[0];
+    for (index, name) in result.names.iter().enumerate() {
+        let runs = &result.runs[index];
+        let list: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}", r.per_second))
+            .collect();
+        let requests: u64 = runs.iter().map(|r| r.requests).sum();
+        let refused: u64 = runs.iter().map(|r| r.refused).sum();
+        let errors: u64 = runs.iter().map(|r| r.socket_errors).sum();
+        let share = 100.0 * refused as f64 / requests.max(1) as f64;
+        let ratio = gate / result.medians[index].max(1.0);
+        println!(
+            "| {name} | {:.0} | {} | {share:.2}% | {errors} | {ratio:.2}x |",
+            result.medians[index],
+            list.join(", "),
+        );
+    }
+}
+
+/// Tracked keys over all budgets, from the gate's own metrics.
+async fn tracked_keys(admin_url: &str) -> u64 {
+    let text = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .expect("the gate's metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with("signal_gate_tracked_keys"))
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|keys| keys as u64)
+        .sum()
+}
+
+/// Floods a fresh gate from `keys` distinct addresses; resident memory before and after.
+async fn memory_run(
+    binaries: &Binaries,
+    work: &WorkDir,
+    emulators: &Emulators,
+    scripts: &Scripts,
+    keys: u64,
+) {
+    let capacity = 200_000u64;
+    let trusted = [("SIGNAL_GATE_TRUSTED_PROXIES", "127.0.0.1/32")];
+    let gate = start_gate("gate-memory", binaries, work, emulators, &trusted);
+    let pid = gate.server.pid();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = status_kib(pid, "VmRSS:");
+    let (mut sent, started) = (0u64, Instant::now());
+    let url = format!("{}/v1/register", gate.url);
+    while sent < keys {
+        let report = wrk::run(&url, &scripts.many_addresses, 5, CONNECTIONS, sent);
+        assert!(report.requests > 0, "wrk sent nothing to the gate");
+        sent += report.requests;
+    }
+    let elapsed = started.elapsed();
+    let tracked = tracked_keys(&gate.admin_url).await;
+    let (after, peak) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    let per_key = (after.saturating_sub(idle) * 1024) / tracked.max(1);
+    let ceiling_kib = idle + FLOODED_CACHES * capacity * TARGET_BYTES_PER_KEY / 1024;
+    println!("\n### Memory under a flood of new addresses\n");
+    println!("| figure | value |");
+    println!("|---|---:|");
+    println!("| requests, each from a new address (IPv4 and IPv6 /64) | {sent} |");
+    println!(
+        "| rate | {:.0} req/s |",
+        sent as f64 / elapsed.as_secs_f64()
+    );
+    println!("| keys tracked by all budgets at the end | {tracked} |");
+    println!(
+        "| resident before / after / peak | {} / {} / {} MiB |",
+        idle / 1024,
+        after / 1024,
+        peak / 1024
+    );
+    println!(
+        "| resident growth per tracked key | {per_key} bytes (target {TARGET_BYTES_PER_KEY}) |"
+    );
+    println!(
+        "| ceiling for capacity {capacity}: idle + {FLOODED_CACHES} caches x capacity x \
+         {TARGET_BYTES_PER_KEY} B | {} MiB (peak {}) |",
+        ceiling_kib / 1024,
+        if peak <= ceiling_kib {
+            "within"
+        } else {
+            "OVER"
+        }
+    );
+}
+
+async fn start_up(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
+    let mut times = Vec::new();
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let gate = start_gate("gate-start", binaries, work, emulators, &[]);
+        times.push(gate.started_in.as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle.push(status_kib(gate.server.pid(), "VmRSS:") as f64 / 1024.0);
+    }
+    println!("\n### Start-up and idle memory (5 starts, each on a new database)\n");
+    println!("| figure | median | all | target |");
+    println!("|---|---:|---|---:|");
+    let list = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "| start to ready (/readyz 200) | {:.1} ms | {} | < 200 ms |",
+        median(times.clone()),
+        list(&times)
+    );
+    println!(
+        "| idle resident memory | {:.1} MiB | {} | < 30 MiB |",
+        median(idle.clone()),
+        list(&idle)
+    );
+}
+
+async fn latency(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
+    let open = open_limits();
+    let gate = start_gate("gate-latency", binaries, work, emulators, &open);
+    let (through, direct) = probes::approved_latency(
+        &gate.url,
+        &emulators.signal.url(),
+        &emulators.hcaptcha,
+        2000,
+    )
+    .await;
+    println!("\n### Time an approved register spends in the gate (2,000 each, alternated)\n");
+    println!("| | p50 | p99 |");
+    println!("|---|---:|---:|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (name, times) in [
+        ("through the gate", &through),
+        ("the same calls direct", &direct),
+    ] {
+        let (p50, p99) = (
+            probes::percentile(times, 0.5),
+            probes::percentile(times, 0.99),
+        );
+        println!("| {name} | {:.0} us | {:.0} us |", us(p50), us(p99));
+    }
+    let added = |p| us(probes::percentile(&through, p)) - us(probes::percentile(&direct, p));
+    println!(
+        "| in the gate (difference; target p99 < 1000 us) | {:.0} us | {:.0} us |",
+        added(0.5),
+        added(0.99)
+    );
+}
+
+async fn storage(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
+    let open = open_limits();
+    let gate = start_gate("gate-storage", binaries, work, emulators, &open);
+    let run =
+        probes::storage_decisions(&gate.url, &emulators.hcaptcha, 64, Duration::from_secs(10))
+            .await;
+    println!("\n### Decisions that read or write SQLite, 64 concurrent clients, 10 s\n");
+    println!("| figure | value |");
+    println!("|---|---:|");
+    let rate = run.decisions as f64 / run.elapsed.as_secs_f64();
+    println!("| decisions a second (target 5,000) | {rate:.0} |");
+    println!(
+        "| storage errors or 5xx (target 0) | {} |",
+        run.storage_errors
+    );
+    for (outcome, count) in &run.outcomes {
+        println!("| answers `{outcome}` | {count} |");
+    }
+}
+
+/// Budgets wide open, so that only the SQLite-held rules decide: every register is approved
+/// or refused by its number's send schedule, every wrong code is counted.
+fn open_limits() -> Vec<(&'static str, &'static str)> {
+    let wide = "100000000/1h";
+    [
+        "REGISTER_PER_IP",
+        "REGISTER_PER_BLOCK",
+        "REGISTER_PER_PREFIX",
+        "REGISTER_PER_COUNTRY",
+        "REGISTER_PER_NUMBER",
+        "VERIFY_PER_IP",
+        "VERIFY_PER_NUMBER",
+        "WRONG_CODES_PER_NUMBER",
+    ]
+    .into_iter()
+    .map(|rule| (limit_variable(rule), wide))
+    .chain([("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_SESSION", "100000000")])
+    .collect()
+}
+
+fn limit_variable(rule: &str) -> &'static str {
+    Box::leak(format!("SIGNAL_GATE_LIMITS__{rule}").into_boxed_str())
+}
+
+fn describe_machine() {
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&[o.stdout, o.stderr].concat())
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_else(|_| format!("{program}: not found"))
+    };
+    println!("## signal-gate benchmark\n");
+    println!("- cores: {}", processes::cores());
+    println!("- kernel: {}", run("uname", &["-sr"]));
+    println!("- nginx: {}", run(&nginx_binary(), &["-v"]));
+    println!(
+        "- wrk: {}",
+        run("wrk", &["--version"]).lines().next().unwrap_or("")
+    );
+    println!("- load: wrk -t1 -c{CONNECTIONS}, servers on core 0 with one worker, wrk on core 1");
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let binaries = binaries();
+    let work = WorkDir::new();
+    let emulators = Emulators {
+        signal: SignalServerEmulator::start().expect("the signal-server emulator"),
+        hcaptcha: HcaptchaEmulator::start(TEST_SECRET, TEST_SITEKEY).expect("hCaptcha emulator"),
+    };
+    let scripts = wrk::write_scripts(&work.0);
+    describe_machine();
+
+    let targets = start_flood_targets(&binaries, &work, &emulators);
+    let mut offset = 0;
+    let one = flood(
+        &[
+            ("signal-gate", targets.gate_one.url.clone()),
+            ("nginx limit_req", targets.nginx_one.clone()),
+            ("bare actix-web", targets.bare.clone()),
+        ],
+        &scripts.one_address,
+        &options,
+        &mut offset,
+    );
+    let many = flood(
+        &[
+            ("signal-gate", targets.gate_many.url.clone()),
+            (
+                "nginx limit_req (passes go to bare actix-web)",
+                targets.nginx_many.clone(),
+            ),
+            ("bare actix-web", targets.bare.clone()),
+        ],
+        &scripts.many_addresses,
+        &options,
+        &mut offset,
+    );
+    drop(targets);
+    print_flood("a. One-address flood of POST /v1/register", &one);
+    print_flood(
+        "b. Flood from a new address each request (X-Forwarded-For)",
+        &many,
+    );
+    memory_run(&binaries, &work, &emulators, &scripts, options.keys).await;
+    latency(&binaries, &work, &emulators).await;
+    storage(&binaries, &work, &emulators).await;
+    start_up(&binaries, &work, &emulators).await;
+
+    println!("\n### Summary against the targets of issue #6\n");
+    println!("| comparison | ratio | target |");
+    println!("|---|---:|---:|");
+    println!(
+        "| a. gate / nginx | {:.2}x | >= 1.0x |",
+        one.medians[0] / one.medians[1]
+    );
+    println!(
+        "| a. gate / bare actix-web | {:.2}x | >= 0.8x |",
+        one.medians[0] / one.medians[2]
+    );
+    println!(
+        "| b. gate / nginx | {:.2}x | |",
+        many.medians[0] / many.medians[1]
+    );
+    println!(
+        "| b. gate / bare actix-web | {:.2}x | |",
+        many.medians[0] / many.medians[2]
+    );
+}
