@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 
 use crate::abuse::{
-    rule_of, BlockKind, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker,
+    rule_of, BlockKind, Blocklist, DestinationPolicy, PumpingPolicy, SequenceTracker, WideStatsMemo,
 };
 use crate::alerts::Alerter;
 use crate::captcha::CaptchaVerifier;
@@ -42,6 +42,8 @@ pub struct Gate {
     pub blocklist: Arc<Blocklist>,
     pub sequences: SequenceTracker,
     pub pumping: PumpingPolicy,
+    /// Recent counts over all traffic and whole countries, for pumping detection.
+    pub wide_stats: WideStatsMemo,
     pub abuse: AbuseSettings,
     pub metrics: Arc<Metrics>,
     pub alerts: Alerter,
@@ -87,6 +89,7 @@ impl Gate {
                 ratio: abuse.pumping_ratio,
                 min_sends: abuse.pumping_min_sends,
             },
+            wide_stats: WideStatsMemo::default(),
             abuse,
             alerts: Alerter::new(settings.alerts.clone(), Arc::clone(&parts.metrics)),
             metrics: parts.metrics,

@@ -124,7 +124,8 @@ fn bind(address: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpList
     TcpListener::bind(address).with_context(|| format!("could not listen on {variable}={address}"))
 }
 
-/// The jobs that run beside the server: reloading blocks and pruning old rows.
+/// The jobs that run beside the server: reloading blocks, pruning old rows, and writing the
+/// count of refusal lines the decision log left out in the last second.
 fn start_maintenance(
     store: &SqliteStore,
     blocklist: &Arc<Blocklist>,
@@ -142,6 +143,15 @@ fn start_maintenance(
         retention,
         Arc::clone(clock),
     ));
+    tokio::spawn(report_unlogged_decisions());
+}
+
+async fn report_unlogged_decisions() {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        crate::decision::log_budget::report_finished_second();
+    }
 }
 
 /// Blocks written by `signal-gate admin` or another gate take effect within this time.

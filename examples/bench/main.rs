@@ -2,8 +2,9 @@
 //! docs/benchmarks.md from one run on this machine, each comparison side by side, alternated
 //! and repeated, and a table of medians and ratios at the end.
 //!
-//! `bench [--rounds N] [--seconds S] [--keys K]`: N rounds of S-second wrk runs per target
-//! (default 5 and 5), and K distinct addresses for the memory run (default 1,000,000).
+//! `bench [--rounds N] [--seconds S] [--keys K] [--only PART]`: N rounds of S-second wrk runs
+//! per target (default 5 and 5), K distinct addresses for the memory run (default 1,000,000),
+//! and PART (floods, memory, latency, storage, startup) to run one part alone.
 //! Servers run pinned to core 0, wrk to core 1; scripts/bench.sh pins this process to core 1.
 
 mod nginx;
@@ -11,6 +12,7 @@ mod probes;
 mod processes;
 mod wrk;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,23 +34,41 @@ struct Options {
     rounds: usize,
     seconds: u64,
     keys: u64,
+    /// One part only: floods, memory, latency, storage or startup.
+    only: Option<String>,
 }
+
+impl Options {
+    fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == part)
+    }
+}
+
+const PARTS: [&str; 5] = ["floods", "memory", "latency", "storage", "startup"];
 
 fn options() -> Options {
     let mut options = Options {
         rounds: 5,
         seconds: 5,
         keys: 1_000_000,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse::<u64>().ok());
+        if pair[0] == "--only" && pair.get(1).is_some_and(|p| PARTS.contains(&p.as_str())) {
+            options.only = pair.get(1).cloned();
+            continue;
+        }
         match (pair[0].as_str(), value) {
             ("--rounds", Some(n)) if n > 0 => options.rounds = n as usize,
             ("--seconds", Some(n)) if n > 0 => options.seconds = n,
             ("--keys", Some(n)) if n > 0 => options.keys = n,
             _ => {
-                eprintln!("usage: bench [--rounds N] [--seconds S] [--keys K]");
+                eprintln!(
+                    "usage: bench [--rounds N] [--seconds S] [--keys K] [--only {}]",
+                    PARTS.join("|")
+                );
                 std::process::exit(2);
             }
         }
@@ -288,14 +308,44 @@ fn print_flood(title: &str, result: &FloodResult) {
     }
 }
 
-/// Tracked keys over all budgets, from the gate's own metrics.
-async fn tracked_keys(admin_url: &str) -> u64 {
-    let text = reqwest::get(format!("{admin_url}/metrics"))
+async fn metrics(admin_url: &str) -> String {
+    reqwest::get(format!("{admin_url}/metrics"))
         .await
         .expect("the gate's metrics")
         .text()
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Decisions so far by endpoint and reason, from the gate's own metrics.
+async fn decisions(admin_url: &str) -> BTreeMap<String, u64> {
+    let text = metrics(admin_url).await;
+    let mut counts = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("signal_gate_decisions_total{"))
+    {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(line[start..end].to_owned())
+        };
+        let count = line
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse::<f64>().ok());
+        if let (Some(endpoint), Some(reason), Some(count)) =
+            (label("endpoint"), label("reason"), count)
+        {
+            *counts.entry(format!("{endpoint} {reason}")).or_default() += count as u64;
+        }
+    }
+    counts
+}
+
+/// Tracked keys over all budgets, from the gate's own metrics.
+async fn tracked_keys(admin_url: &str) -> u64 {
+    let text = metrics(admin_url).await;
     text.lines()
         .filter(|line| line.starts_with("signal_gate_tracked_keys"))
         .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
@@ -425,9 +475,11 @@ async fn latency(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
 async fn storage(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
     let open = open_limits();
     let gate = start_gate("gate-storage", binaries, work, emulators, &open);
+    let before = decisions(&gate.admin_url).await;
     let run =
         probes::storage_decisions(&gate.url, &emulators.hcaptcha, 64, Duration::from_secs(10))
             .await;
+    let after = decisions(&gate.admin_url).await;
     println!("\n### Decisions that read or write SQLite, 64 concurrent clients, 10 s\n");
     println!("| figure | value |");
     println!("|---|---:|");
@@ -439,6 +491,12 @@ async fn storage(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
     );
     for (outcome, count) in &run.outcomes {
         println!("| answers `{outcome}` | {count} |");
+    }
+    for (reason, count) in &after {
+        let during = count - before.get(reason).copied().unwrap_or(0);
+        if during > 0 {
+            println!("| decisions `{reason}` (gate metrics) | {during} |");
+        }
     }
 }
 
@@ -501,42 +559,54 @@ async fn main() {
     let scripts = wrk::write_scripts(&work.0);
     describe_machine();
 
-    let targets = start_flood_targets(&binaries, &work, &emulators);
-    let mut offset = 0;
-    let one = flood(
-        &[
-            ("signal-gate", targets.gate_one.url.clone()),
-            ("nginx limit_req", targets.nginx_one.clone()),
-            ("bare actix-web", targets.bare.clone()),
-        ],
-        &scripts.one_address,
-        &options,
-        &mut offset,
-    );
-    let many = flood(
-        &[
-            ("signal-gate", targets.gate_many.url.clone()),
-            (
-                "nginx limit_req (passes go to bare actix-web)",
-                targets.nginx_many.clone(),
-            ),
-            ("bare actix-web", targets.bare.clone()),
-        ],
-        &scripts.many_addresses,
-        &options,
-        &mut offset,
-    );
-    drop(targets);
-    print_flood("a. One-address flood of POST /v1/register", &one);
-    print_flood(
-        "b. Flood from a new address each request (X-Forwarded-For)",
-        &many,
-    );
-    memory_run(&binaries, &work, &emulators, &scripts, options.keys).await;
-    latency(&binaries, &work, &emulators).await;
-    storage(&binaries, &work, &emulators).await;
-    start_up(&binaries, &work, &emulators).await;
-
+    let floods = options.runs("floods").then(|| {
+        let targets = start_flood_targets(&binaries, &work, &emulators);
+        let mut offset = 0;
+        let one = flood(
+            &[
+                ("signal-gate", targets.gate_one.url.clone()),
+                ("nginx limit_req", targets.nginx_one.clone()),
+                ("bare actix-web", targets.bare.clone()),
+            ],
+            &scripts.one_address,
+            &options,
+            &mut offset,
+        );
+        let many = flood(
+            &[
+                ("signal-gate", targets.gate_many.url.clone()),
+                (
+                    "nginx limit_req (passes go to bare actix-web)",
+                    targets.nginx_many.clone(),
+                ),
+                ("bare actix-web", targets.bare.clone()),
+            ],
+            &scripts.many_addresses,
+            &options,
+            &mut offset,
+        );
+        print_flood("a. One-address flood of POST /v1/register", &one);
+        print_flood(
+            "b. Flood from a new address each request (X-Forwarded-For)",
+            &many,
+        );
+        (one, many)
+    });
+    if options.runs("memory") {
+        memory_run(&binaries, &work, &emulators, &scripts, options.keys).await;
+    }
+    if options.runs("latency") {
+        latency(&binaries, &work, &emulators).await;
+    }
+    if options.runs("storage") {
+        storage(&binaries, &work, &emulators).await;
+    }
+    if options.runs("startup") {
+        start_up(&binaries, &work, &emulators).await;
+    }
+    let Some((one, many)) = floods else {
+        return;
+    };
     println!("\n### Summary against the targets of issue #6\n");
     println!("| comparison | ratio | target |");
     println!("|---|---:|---:|");

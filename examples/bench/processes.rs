@@ -11,8 +11,15 @@ use std::time::{Duration, Instant};
 pub const SERVER_CORE: &str = "0";
 pub const CLIENT_CORE: &str = "1";
 
+/// The machine's processors, whatever this process is pinned to (scripts/bench.sh pins it to
+/// the client core, and `available_parallelism` would then say one).
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let processors = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    processors.max(1)
 }
 
 /// A command that runs `program` on `core` when the machine has two or more.
@@ -73,7 +80,19 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so that nginx's master stops its workers rather than orphaning them,
+    /// then SIGKILL for whatever is still running after two seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -9,7 +9,7 @@ mod sequential;
 
 pub use blocklist::{BlockKind, Blocklist};
 pub use policy::{CountrySet, DestinationPolicy, NumberTypes};
-pub use pumping::{PumpingPolicy, SendStats};
+pub use pumping::{PumpingPolicy, SendStats, WideStatsMemo};
 pub use sequential::SequenceTracker;
 
 use crate::decision::Reason;

@@ -8,11 +8,43 @@
 //! to type their code. The baseline starts from a prior of 80% and moves to the gate's own
 //! figures as traffic accumulates, so a small server is not judged on three sends.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::storage::StatsScope;
+
 /// Codes sent and verified for one key in a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendStats {
     pub sent: u64,
     pub verified: u64,
+}
+
+/// How long a wide statistic (all traffic, a whole country) is reused, by the decision clock.
+/// Counting one reads every send in its window, so on a busy gate a fresh count per request
+/// would cost more than everything else a request does; pumping is judged over an hour, and a
+/// count ten seconds old judges it just as well.
+pub const WIDE_STATS_REUSE_MS: u64 = 10_000;
+
+/// The wide statistics counted in the last [`WIDE_STATS_REUSE_MS`]; one entry per country at
+/// most, so it needs no bound of its own.
+#[derive(Default)]
+pub struct WideStatsMemo {
+    counted: Mutex<HashMap<StatsScope, (u64, SendStats)>>,
+}
+
+impl WideStatsMemo {
+    /// The statistic counted for `scope` less than the reuse time before `now`, if any.
+    pub fn recent(&self, scope: StatsScope, now: u64) -> Option<SendStats> {
+        let counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, stats) = counted.get(&scope)?;
+        (now >= *at && now - at < WIDE_STATS_REUSE_MS).then_some(*stats)
+    }
+
+    pub fn remember(&self, scope: StatsScope, now: u64, stats: SendStats) {
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        counted.insert(scope, (now, stats));
+    }
 }
 
 /// Weight of the prior, in sends: below this much traffic the prior dominates the baseline.
@@ -53,6 +85,33 @@ mod tests {
 
     fn stats(sent: u64, verified: u64) -> SendStats {
         SendStats { sent, verified }
+    }
+
+    #[test]
+    fn wide_statistics_are_reused_for_ten_seconds_of_decision_time() {
+        let memo = WideStatsMemo::default();
+        let uk = StatsScope::Country(44);
+        assert_eq!(memo.recent(uk, 1_000), None);
+        memo.remember(uk, 1_000, stats(50, 10));
+        assert_eq!(
+            memo.recent(uk, 1_000 + WIDE_STATS_REUSE_MS - 1),
+            Some(stats(50, 10))
+        );
+        assert_eq!(
+            memo.recent(uk, 1_000 + WIDE_STATS_REUSE_MS),
+            None,
+            "counted again"
+        );
+        assert_eq!(
+            memo.recent(uk, 999),
+            None,
+            "a clock that went back counts again"
+        );
+        assert_eq!(
+            memo.recent(StatsScope::Country(33), 1_000),
+            None,
+            "per country"
+        );
     }
 
     #[test]

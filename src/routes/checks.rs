@@ -179,11 +179,23 @@ async fn pumping_target(
     let abuse = &gate.abuse;
     let to = now.saturating_sub(abuse.pumping_grace.as_millis() as u64);
     let from = to.saturating_sub(abuse.pumping_window.as_millis() as u64);
-    let stats = |scope, from| async move {
-        gate.store
+    let stats = |scope: StatsScope, from| async move {
+        if let Some(stats) = scope
+            .is_wide()
+            .then(|| gate.wide_stats.recent(scope, now))
+            .flatten()
+        {
+            return Ok(stats);
+        }
+        let stats = gate
+            .store
             .send_stats(scope, from, to)
             .await
-            .map_err(storage_failed)
+            .map_err(storage_failed)?;
+        if scope.is_wide() {
+            gate.wide_stats.remember(scope, now, stats);
+        }
+        Ok::<_, ApiError>(stats)
     };
     let baseline =
         PumpingBaseline::of(stats(StatsScope::All, to.saturating_sub(BASELINE_WINDOW_MS)).await?);

@@ -90,12 +90,19 @@ pub struct Pruned {
 }
 
 /// Which sends a statistic counts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatsScope {
     All,
     Country(u16),
     Prefix([u8; 32]),
     AddressBlock([u8; 32]),
+}
+
+impl StatsScope {
+    /// All traffic and whole countries: scopes whose count reads every send in them.
+    pub fn is_wide(&self) -> bool {
+        matches!(self, StatsScope::All | StatsScope::Country(_))
+    }
 }
 
 #[async_trait]

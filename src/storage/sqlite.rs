@@ -83,6 +83,10 @@ impl SqliteStore {
         let file = FileIdentity::of(options.get_filename());
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file needs no liveness ping before each use; the ping was a second trip
+            // to SQLite's worker thread for every statement. A deleted or replaced file is
+            // caught by `file_intact` instead.
+            .test_before_acquire(false)
             .acquire_timeout(busy_timeout)
             .connect_with(options)
             .await

@@ -156,3 +156,56 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::p
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test]
+async fn a_refusal_flood_writes_a_bounded_number_of_lines_and_counts_the_rest() {
+    let gate = ServeProcess::prepare();
+    let mut child = gate.spawn(Stdio::piped).await;
+    let http = reqwest::Client::new();
+    let flood = 200;
+    let started = std::time::Instant::now();
+    for _ in 0..flood {
+        // No captcha, from one address: refused every time (captcha, then the address budget).
+        let response = http
+            .post(format!("{}/v1/register", gate.url))
+            .json(&json!({"number": NUMBER}))
+            .send()
+            .await
+            .expect("answered");
+        assert!(response.status().is_client_error());
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    // The count of the last second is written within a second or two.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    wait_with_timeout(&mut child, Duration::from_secs(15));
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect();
+    let written = lines.iter().filter(|l| l["message"] == "decision").count();
+    let not_written: u64 = lines
+        .iter()
+        .filter(|l| l["message"] == "decisions not logged")
+        .map(|l| l["count"].as_u64().expect("a count"))
+        .sum();
+    // Two reasons (captcha_required, then register_per_ip), ten lines a second each.
+    let bound = 2 * 10 * seconds as usize;
+    assert!(
+        written <= bound,
+        "{written} lines for {flood} refusals: {logs}"
+    );
+    assert!(not_written > 0, "nothing was held back: {logs}");
+    assert_eq!(written as u64 + not_written, flood as u64, "{logs}");
+}

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub mod log_budget;
+
 /// Why a request was approved or refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
@@ -107,7 +109,7 @@ impl fmt::Display for Reason {
 }
 
 /// The endpoint a decision was made on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     Register,
     Verify,
@@ -173,6 +175,10 @@ impl DecisionLog {
         metrics.decision(endpoint, outcome, reason.as_str());
         for waived in &self.shadowed {
             metrics.shadowed(endpoint, waived.as_str());
+        }
+        let refused = reason != Reason::Approved;
+        if refused && !log_budget::admit(self.endpoint, reason, &self.address_block) {
+            return;
         }
         tracing::info!(
             target: "signal_gate::decision",

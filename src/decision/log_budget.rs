@@ -1,0 +1,126 @@
+//! How many refusal lines the decision log writes under a flood.
+//!
+//! A flood of a hundred thousand refusals a second would write as many log lines: megabytes a
+//! second of one repeated line, the disk filling, and the writing itself the larger part of
+//! what each refusal costs. So each (endpoint, reason, address block) may write
+//! [`LINES_PER_KEY_PER_SECOND`] refusal lines a second; the rest are counted, and once the
+//! second is over one line per key says how many were not written (`"message": "decisions
+//! not logged"`, field `count`). Approvals are always written, and metrics count every
+//! decision whatever the log shows.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use super::{Endpoint, Reason};
+
+/// Refusal lines a second for one endpoint, reason and address block.
+pub const LINES_PER_KEY_PER_SECOND: u32 = 10;
+
+/// Keys counted in one second at most; past this, refusals of new keys are counted under
+/// one catch-all key, so a flood from millions of blocks cannot grow this table.
+const KEYS_PER_SECOND: usize = 10_000;
+
+struct Written {
+    endpoint: Endpoint,
+    reason: Reason,
+    address_block: String,
+    lines: u32,
+}
+
+#[derive(Default)]
+struct Budget {
+    second: u64,
+    keys: HashMap<u64, Written>,
+}
+
+fn budget() -> &'static Mutex<Budget> {
+    static BUDGET: OnceLock<Mutex<Budget>> = OnceLock::new();
+    BUDGET.get_or_init(Mutex::default)
+}
+
+fn current_second() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// True when this refusal's line is written; counts it either way.
+pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
+    let second = current_second();
+    let mut budget = budget().lock().unwrap_or_else(|e| e.into_inner());
+    if budget.second != second {
+        report(&mut budget);
+        budget.second = second;
+    }
+    let crowded = budget.keys.len() >= KEYS_PER_SECOND;
+    let block = if crowded { "*" } else { address_block };
+    let mut hasher = DefaultHasher::new();
+    (endpoint.as_str(), reason.as_str(), block).hash(&mut hasher);
+    let written = budget
+        .keys
+        .entry(hasher.finish())
+        .or_insert_with(|| Written {
+            endpoint,
+            reason,
+            address_block: block.to_owned(),
+            lines: 0,
+        });
+    written.lines = written.lines.saturating_add(1);
+    written.lines <= LINES_PER_KEY_PER_SECOND
+}
+
+/// Writes the counts of the second that has ended, if it has; called every second by a
+/// background job so that the count of a flood's last second is not held back.
+pub fn report_finished_second() {
+    let second = current_second();
+    let mut budget = budget().lock().unwrap_or_else(|e| e.into_inner());
+    if budget.second != second {
+        report(&mut budget);
+        budget.second = second;
+    }
+}
+
+fn report(budget: &mut Budget) {
+    for written in budget.keys.values() {
+        let count = written.lines.saturating_sub(LINES_PER_KEY_PER_SECOND);
+        if count > 0 {
+            tracing::info!(
+                target: "signal_gate::decision",
+                endpoint = written.endpoint.as_str(),
+                outcome = "refused",
+                reason = written.reason.as_str(),
+                address_block = %written.address_block,
+                count,
+                "decisions not logged"
+            );
+        }
+    }
+    budget.keys.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_writes_its_lines_and_other_keys_keep_theirs() {
+        let block = "192.0.2.0/24 (log budget test)";
+        let mut admitted = 0;
+        for _ in 0..100 {
+            admitted += u32::from(admit(Endpoint::Register, Reason::RegisterPerIp, block));
+        }
+        // The run may cross into the next second once, which restores the budget once.
+        assert!(
+            (LINES_PER_KEY_PER_SECOND..=2 * LINES_PER_KEY_PER_SECOND).contains(&admitted),
+            "{admitted}"
+        );
+        let other = "198.51.100.0/24 (log budget test)";
+        assert!(admit(Endpoint::Register, Reason::RegisterPerIp, other));
+        assert!(
+            admit(Endpoint::Verify, Reason::VerifyPerIp, block),
+            "its own budget"
+        );
+    }
+}
