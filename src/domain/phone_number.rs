@@ -16,6 +16,18 @@ use phonenumber::Type;
 /// Longest input we look at; real numbers with generous punctuation fit easily.
 const MAX_INPUT_CHARS: usize = 64;
 
+/// Digit strings read lately, with libphonenumber's verdict. Its reading costs tens of
+/// microseconds, the largest part of a refusal that gets as far as the number, and a flood
+/// repeats a few numbers; every writing of one number folds to the same digits first, so
+/// they share one entry. Memory only, and bounded.
+const RECENTLY_READ: u64 = 10_000;
+
+fn recently_read() -> &'static moka::sync::Cache<String, Result<PhoneNumber, NumberError>> {
+    static CACHE: std::sync::OnceLock<moka::sync::Cache<String, Result<PhoneNumber, NumberError>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(|| moka::sync::Cache::new(RECENTLY_READ))
+}
+
 /// A phone number that is valid for its region, held in canonical E.164 form.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PhoneNumber {
@@ -47,6 +59,16 @@ impl PhoneNumber {
     /// A [`NumberError`] when the text is not one valid international number.
     pub fn parse(raw: &str) -> Result<PhoneNumber, NumberError> {
         let digits = international_digits(raw)?;
+        if let Some(known) = recently_read().get(&digits) {
+            return known;
+        }
+        let read = PhoneNumber::from_digits(&digits);
+        recently_read().insert(digits, read.clone());
+        read
+    }
+
+    /// libphonenumber's reading of `+` and `digits`.
+    fn from_digits(digits: &str) -> Result<PhoneNumber, NumberError> {
         let parsed =
             phonenumber::parse(None, format!("+{digits}")).map_err(|_| NumberError::NotValid)?;
         if parsed.extension().is_some() || !phonenumber::is_valid(&parsed) {
@@ -179,6 +201,20 @@ mod tests {
     use proptest::prelude::*;
 
     const GB_MOBILE: &str = "+447400123456";
+
+    #[test]
+    fn a_number_read_again_is_read_the_same_from_the_recent_readings() {
+        for text in ["+44 7400 123457", "+1 900 555 0199", "+44 1"] {
+            let first = PhoneNumber::parse(text).map(|n| (n.e164().to_owned(), n.kind()));
+            let again = PhoneNumber::parse(text).map(|n| (n.e164().to_owned(), n.kind()));
+            assert_eq!(first, again, "{text}");
+        }
+        assert_eq!(
+            PhoneNumber::parse("+44 1").err(),
+            Some(NumberError::NotValid),
+            "a refusal is remembered as a refusal"
+        );
+    }
 
     #[test]
     fn the_ways_people_write_one_number_fold_into_one() {

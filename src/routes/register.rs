@@ -14,7 +14,7 @@ use super::error::{storage_failed, upstream_failed};
 use super::ApiError;
 use crate::captcha::CaptchaPass;
 use crate::clock::{Clock, SystemClock};
-use crate::decision::{DecisionLog, Endpoint, Reason};
+use crate::decision::{counting_outbound, DecisionLog, Endpoint, Reason};
 use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, PhoneNumber};
 use crate::gate::{client_context, Gate, NumberKeys, SESSION_LIFETIME};
 use crate::limits::{LimitRule, Verdict};
@@ -49,10 +49,13 @@ struct RegisterResponse {
 }
 
 pub async fn register(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
+    counting_outbound(decide(request, payload, gate)).await
+}
+
+async fn decide(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
     let address = gate.client_address(&request);
     let mut log = DecisionLog::new(Endpoint::Register, address.block_label());
-    let result = run(&request, payload, &gate, &address, &mut log).await;
-    match result {
+    match run(&request, payload, &gate, &address, &mut log).await {
         Ok(answer) => {
             log.finish(Reason::Approved, 200, &gate.metrics);
             HttpResponse::Ok().json(answer)

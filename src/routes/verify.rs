@@ -13,7 +13,7 @@ use super::body::{parse_json, read_bounded};
 use super::error::{storage_failed, upstream_failed};
 use super::register::spend;
 use super::ApiError;
-use crate::decision::{DecisionLog, Endpoint, Reason};
+use crate::decision::{counting_outbound, DecisionLog, Endpoint, Reason};
 use crate::domain::{ClientAddress, NumberHash, PhoneNumber, SessionHash};
 use crate::gate::{client_context, Gate};
 use crate::limits::LimitRule;
@@ -47,6 +47,10 @@ struct VerifyResponse {
 }
 
 pub async fn verify(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
+    counting_outbound(decide(request, payload, gate)).await
+}
+
+async fn decide(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
     let address = gate.client_address(&request);
     let mut log = DecisionLog::new(Endpoint::Verify, address.block_label());
     match run(&request, payload, &gate, &address, &mut log).await {

@@ -122,6 +122,12 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
     assert_eq!(decisions[0]["endpoint"], "register");
     assert_eq!(decisions[0]["reason"], "approved");
     assert_eq!(decisions[0]["address_block"], "127.0.0.0/24");
+    // The gate's own time leaves out the waits for hCaptcha and signal-server.
+    let (elapsed, gate_time) = (&decisions[0]["elapsed_us"], &decisions[0]["gate_us"]);
+    assert!(
+        gate_time.as_u64().expect("gate_us") < elapsed.as_u64().expect("elapsed_us"),
+        "{gate_time} of {elapsed}"
+    );
     assert_eq!(decisions[1]["endpoint"], "verify");
     for secret in [NUMBER, "7400123456", &token, &code, &session, TEST_SECRET] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
