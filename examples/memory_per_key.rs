@@ -6,10 +6,6 @@ use std::time::{Duration, Instant};
 
 use signal_gate::limits::{LimitRule, LimitStore, MemoryLimitStore, Rate};
 
-/// The allocator `signal-gate` itself uses (src/main.rs), so the figure is the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

@@ -9,12 +9,6 @@ use signal_gate::configuration::Settings;
 use signal_gate::startup::Application;
 use signal_gate::{demo, emulators, telemetry};
 
-/// mimalloc rather than the system allocator: the in-memory budgets are millions of small
-/// allocations, and with glibc's per-allocation overhead a tracked key cost 330 bytes; with
-/// mimalloc, 272 (`cargo run --release --example memory_per_key`, docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(version, about = "Registration gate for self-hosted Signal servers")]
 struct Cli {
