@@ -98,20 +98,8 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
     assert_eq!(verified["verified"], true);
 
     // SIGTERM drains and exits.
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    let status = wait_with_timeout(&mut child, Duration::from_secs(15));
+    let (status, logs) = stop_and_read_stdout(&mut child);
     assert!(status.success(), "clean exit after SIGTERM");
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut logs)
-        .expect("logs");
 
     let decisions: Vec<Value> = logs
         .lines()
@@ -149,6 +137,24 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
     assert!(!text.contains("7400123456") && !text.contains(&session));
 }
 
+/// Sends SIGTERM, waits for the exit, and returns it with everything written to stdout.
+fn stop_and_read_stdout(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    let status = wait_with_timeout(child, Duration::from_secs(15));
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    (status, logs)
+}
+
 fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -183,19 +189,7 @@ async fn a_refusal_flood_writes_a_bounded_number_of_lines_and_counts_the_rest() 
     let seconds = started.elapsed().as_secs() + 2;
     // The count of the last second is written within a second or two.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    wait_with_timeout(&mut child, Duration::from_secs(15));
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut logs)
-        .expect("logs");
+    let (_, logs) = stop_and_read_stdout(&mut child);
     let lines: Vec<Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
