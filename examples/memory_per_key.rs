@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 
 use signal_gate::limits::{LimitRule, LimitStore, MemoryLimitStore, Rate};
 
+// The process helpers of the HTTP benchmark; this one reads its own memory with them.
+#[allow(dead_code)]
+#[path = "bench/processes.rs"]
+mod processes;
+
 fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
+    processes::status_kib(std::process::id(), "VmRSS:")
 }
 
 fn main() {

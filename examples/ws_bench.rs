@@ -4,45 +4,35 @@
 //! `cargo build --release && cargo run --release --example ws_bench [connections]`
 //! (the gate and the emulator run as separate processes from target/release/signal-gate).
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use signal_gate::websocket::frames::WebSocketMessage;
 use tokio_tungstenite::tungstenite::Message;
 
+// The process helpers of the HTTP benchmark; this one uses some of them.
+#[allow(dead_code)]
+#[path = "bench/processes.rs"]
+mod processes;
+
+use processes::{free_port, status_kib, Server, WorkDir};
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const ROUNDS: usize = 2_000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn spawn(args: &[&str], vars: &[(&str, String)]) -> Child {
+/// `signal-gate` with `args`, its output in `log`, stopped when dropped.
+fn spawn(name: &'static str, args: &[&str], vars: &[(&str, String)], log: &Path) -> Server {
     let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/signal-gate");
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(args)
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("target/release/signal-gate (run `cargo build --release` first)")
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+        .env("RUST_LOG", "warn");
+    Server::start(name, command, log)
 }
 
 async fn connect(url: &str) -> Option<Socket> {
@@ -91,7 +81,9 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
     let (signal, hcaptcha, gate_port, admin) = (free_port(), free_port(), free_port(), free_port());
+    let work = WorkDir::new();
     let mut emulator = spawn(
+        "emulators",
         &[
             "emulate",
             "--signal-port",
@@ -100,8 +92,9 @@ async fn main() {
             &hcaptcha.to_string(),
         ],
         &[],
+        &work.join("emulators.log"),
     );
-    let dir = std::env::temp_dir().join(format!("ws-bench-{}", std::process::id()));
+    emulator.wait_for_port(signal);
     let vars = [
         ("SIGNAL_GATE_LISTEN", format!("127.0.0.1:{gate_port}")),
         ("SIGNAL_GATE_ADMIN__LISTEN", format!("127.0.0.1:{admin}")),
@@ -128,11 +121,11 @@ async fn main() {
         ),
         (
             "SIGNAL_GATE_DATABASE__URL",
-            format!("sqlite://{}/gate.db", dir.display()),
+            format!("sqlite://{}", work.join("gate.db").display()),
         ),
     ];
-    let mut gate = spawn(&["serve"], &vars);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut gate = spawn("gate", &["serve"], &vars, &work.join("gate.log"));
+    gate.wait_for_port(gate_port);
 
     let direct_url = format!("ws://127.0.0.1:{signal}/v1/websocket/");
     let gate_url = format!("ws://127.0.0.1:{gate_port}/v1/websocket/");
@@ -165,7 +158,7 @@ async fn main() {
         added(0.99).as_micros()
     );
 
-    let idle_before = resident_kib(gate.id());
+    let idle_before = status_kib(gate.pid(), "VmRSS:");
     let mut held = Vec::with_capacity(connections);
     for _ in 0..connections {
         match connect(&gate_url).await {
@@ -174,7 +167,7 @@ async fn main() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_after = resident_kib(gate.id());
+    let idle_after = status_kib(gate.pid(), "VmRSS:");
     println!("idle connections held    {} of {connections}", held.len());
     println!(
         "gate resident memory     {} MiB before, {} MiB after",
@@ -182,9 +175,4 @@ async fn main() {
         idle_after / 1024
     );
     drop(held);
-    let _ = gate.kill();
-    let _ = emulator.kill();
-    let _ = gate.wait();
-    let _ = emulator.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -444,8 +444,7 @@ async fn start_up(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
 }
 
 async fn latency(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
-    let open = open_limits();
-    let gate = start_gate("gate-latency", binaries, work, emulators, &open);
+    let gate = start_gate("gate-latency", binaries, work, emulators, &OPEN_LIMITS);
     let (through, direct) = probes::approved_latency(
         &gate.url,
         &emulators.signal.url(),
@@ -498,8 +497,7 @@ fn own_time(log: &Path) -> Vec<Duration> {
 }
 
 async fn storage(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
-    let open = open_limits();
-    let gate = start_gate("gate-storage", binaries, work, emulators, &open);
+    let gate = start_gate("gate-storage", binaries, work, emulators, &OPEN_LIMITS);
     let before = decisions(&gate.admin_url).await;
     let run =
         probes::storage_decisions(&gate.url, &emulators.hcaptcha, 64, Duration::from_secs(10))
@@ -527,27 +525,17 @@ async fn storage(binaries: &Binaries, work: &WorkDir, emulators: &Emulators) {
 
 /// Budgets wide open, so that only the SQLite-held rules decide: every register is approved
 /// or refused by its number's send schedule, every wrong code is counted.
-fn open_limits() -> Vec<(&'static str, &'static str)> {
-    let wide = "100000000/1h";
-    [
-        "REGISTER_PER_IP",
-        "REGISTER_PER_BLOCK",
-        "REGISTER_PER_PREFIX",
-        "REGISTER_PER_COUNTRY",
-        "REGISTER_PER_NUMBER",
-        "VERIFY_PER_IP",
-        "VERIFY_PER_NUMBER",
-        "WRONG_CODES_PER_NUMBER",
-    ]
-    .into_iter()
-    .map(|rule| (limit_variable(rule), wide))
-    .chain([("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_SESSION", "100000000")])
-    .collect()
-}
-
-fn limit_variable(rule: &str) -> &'static str {
-    Box::leak(format!("SIGNAL_GATE_LIMITS__{rule}").into_boxed_str())
-}
+const OPEN_LIMITS: [(&str, &str); 9] = [
+    ("SIGNAL_GATE_LIMITS__REGISTER_PER_IP", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__REGISTER_PER_BLOCK", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__REGISTER_PER_PREFIX", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__REGISTER_PER_COUNTRY", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__REGISTER_PER_NUMBER", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__VERIFY_PER_IP", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__VERIFY_PER_NUMBER", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_NUMBER", "100000000/1h"),
+    ("SIGNAL_GATE_LIMITS__WRONG_CODES_PER_SESSION", "100000000"),
+];
 
 fn describe_machine() {
     let run = |program: &str, args: &[&str]| {

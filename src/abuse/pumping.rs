@@ -34,14 +34,19 @@ pub struct WideStatsMemo {
 }
 
 impl WideStatsMemo {
-    /// The statistic counted for `scope` less than the reuse time before `now`, if any.
+    /// The statistic counted for `scope` less than the reuse time before `now`, if any;
+    /// always `None` for a narrow scope, which is counted afresh.
     pub fn recent(&self, scope: StatsScope, now: u64) -> Option<SendStats> {
         let counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
         let (at, stats) = counted.get(&scope)?;
         (now >= *at && now - at < WIDE_STATS_REUSE_MS).then_some(*stats)
     }
 
+    /// Keeps a wide scope's count; a narrow scope's is not kept.
     pub fn remember(&self, scope: StatsScope, now: u64, stats: SendStats) {
+        if !scope.is_wide() {
+            return;
+        }
         let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
         counted.insert(scope, (now, stats));
     }
@@ -111,6 +116,13 @@ mod tests {
             memo.recent(StatsScope::Country(33), 1_000),
             None,
             "per country"
+        );
+        let prefix = StatsScope::Prefix([7; 32]);
+        memo.remember(prefix, 1_000, stats(5, 0));
+        assert_eq!(
+            memo.recent(prefix, 1_000),
+            None,
+            "a prefix is counted afresh"
         );
     }
 

@@ -48,12 +48,7 @@ fn current_second() -> u64 {
 
 /// True when this refusal's line is written; counts it either way.
 pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
-    let second = current_second();
-    let mut budget = budget().lock().unwrap_or_else(|e| e.into_inner());
-    if budget.second != second {
-        report(&mut budget);
-        budget.second = second;
-    }
+    let mut budget = current_budget();
     let crowded = budget.keys.len() >= KEYS_PER_SECOND;
     let block = if crowded { "*" } else { address_block };
     let mut hasher = DefaultHasher::new();
@@ -74,12 +69,18 @@ pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
 /// Writes the counts of the second that has ended, if it has; called every second by a
 /// background job so that the count of a flood's last second is not held back.
 pub fn report_finished_second() {
+    drop(current_budget());
+}
+
+/// The budget of this second, after reporting the one before if it has ended.
+fn current_budget() -> std::sync::MutexGuard<'static, Budget> {
     let second = current_second();
     let mut budget = budget().lock().unwrap_or_else(|e| e.into_inner());
     if budget.second != second {
         report(&mut budget);
         budget.second = second;
     }
+    budget
 }
 
 fn report(budget: &mut Budget) {

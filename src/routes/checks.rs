@@ -180,22 +180,16 @@ async fn pumping_target(
     let to = now.saturating_sub(abuse.pumping_grace.as_millis() as u64);
     let from = to.saturating_sub(abuse.pumping_window.as_millis() as u64);
     let stats = |scope: StatsScope, from| async move {
-        if let Some(stats) = scope
-            .is_wide()
-            .then(|| gate.wide_stats.recent(scope, now))
-            .flatten()
-        {
-            return Ok(stats);
+        if let Some(recent) = gate.wide_stats.recent(scope, now) {
+            return Ok(recent);
         }
-        let stats = gate
+        let counted = gate
             .store
             .send_stats(scope, from, to)
             .await
             .map_err(storage_failed)?;
-        if scope.is_wide() {
-            gate.wide_stats.remember(scope, now, stats);
-        }
-        Ok::<_, ApiError>(stats)
+        gate.wide_stats.remember(scope, now, counted);
+        Ok::<_, ApiError>(counted)
     };
     let baseline =
         PumpingBaseline::of(stats(StatsScope::All, to.saturating_sub(BASELINE_WINDOW_MS)).await?);

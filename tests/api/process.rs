@@ -75,26 +75,12 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
     let http = reqwest::Client::new();
 
     let token = hcaptcha.issue_token(SITEKEY, "localhost");
-    let answer: Value = http
-        .post(format!("{url}/v1/register"))
-        .json(&json!({"number": NUMBER, "captcha": token}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let register = json!({"number": NUMBER, "captcha": token});
+    let answer = post_json(&http, &format!("{url}/v1/register"), &register).await;
     let session = answer["sessionId"].as_str().expect("session").to_owned();
     let code = signal.inbox(NUMBER).pop().expect("code delivered");
-    let verified: Value = http
-        .post(format!("{url}/v1/verify"))
-        .json(&json!({"sessionId": session, "number": NUMBER, "code": code}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let verify = json!({"sessionId": session, "number": NUMBER, "code": code});
+    let verified = post_json(&http, &format!("{url}/v1/verify"), &verify).await;
     assert_eq!(verified["verified"], true);
 
     // SIGTERM drains and exits.
@@ -135,6 +121,12 @@ async fn serve_logs_each_decision_without_numbers_tokens_or_codes() {
     bytes.extend(std::fs::read(database.with_extension("db-wal")).unwrap_or_default());
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains("7400123456") && !text.contains(&session));
+}
+
+/// POSTs `body` and reads the JSON answer.
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let response = http.post(url).json(body).send().await.expect("sent");
+    response.json().await.expect("json")
 }
 
 /// Sends SIGTERM, waits for the exit, and returns it with everything written to stdout.

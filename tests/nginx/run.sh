@@ -38,92 +38,17 @@ site_conf=${SIGNAL_GATE_NGINX_SITE:-$repo/deploy/nginx/signal-gate.conf}
 [[ $site_conf == /* ]] || site_conf=$caller_dir/$site_conf
 template=$repo/deploy/nginx/test-site.conf.template
 
-bin=${SIGNAL_GATE_BIN:-target/debug/signal-gate}
-if [[ $bin != /* ]]; then
-    # An explicit relative SIGNAL_GATE_BIN is read from where the test was started; the
-    # default is relative to the repository.
-    if [[ -n ${SIGNAL_GATE_BIN:-} ]]; then bin=$caller_dir/$bin; else bin=$repo/$bin; fi
-fi
+# Counting checks, stopping processes on exit, ports, emulators: shared with the schema test.
+# shellcheck source=tests/lib/harness.sh
+source "$repo/tests/lib/harness.sh"
 
-SITEKEY=10000000-ffff-ffff-ffff-000000000001
-SECRET=0x0000000000000000000000000000000000000000
 NUMBER=+447400123456
 NUMBER_URL=%2B447400123456
 CLIENT_IP=127.0.0.5
 
-passed=0
-failed=0
-pids=()
-work=
-
-ok() {
-    passed=$((passed + 1))
-    printf 'ok   - %s\n' "$1"
-}
-
-not_ok() {
-    failed=$((failed + 1))
-    printf 'FAIL - %s\n' "$1"
-}
-
-check() { # check "description" command...
-    local description=$1
-    shift
-    if "$@"; then ok "$description"; else not_ok "$description"; fi
-}
-
-summary_and_exit() {
-    if ((failed > 0)) && [[ -n $work && -d $work ]]; then
-        echo "# logs kept in $work"
-    fi
-    printf '%d passed, %d failed\n' "$passed" "$failed"
-    if ((failed > 0)); then exit 1; fi
-    exit 0
-}
-
-setup_failed() { # a set-up step failed: count it and stop
-    not_ok "set-up: $1"
-    if [[ -n $work ]]; then
-        local log
-        for log in "$work"/*.log "$work"/nginx-*/error.log; do
-            [[ -s $log ]] || continue
-            echo "# --- last lines of $log"
-            tail -n 15 "$log" | sed 's/^/# /'
-        done
-    fi
-    summary_and_exit
-}
-
-cleanup() {
-    local pid i
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${pids[@]}"; do
-        for i in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        wait "$pid" 2>/dev/null
-    done
-    if [[ -n $work && -d $work ]] && ((failed == 0)); then
-        rm -rf -- "$work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # ---------------------------------------------------------------------------------- set-up
 
-command -v curl >/dev/null || setup_failed "curl is required"
-
-if [[ ! -x $bin ]]; then
-    setup_failed "signal-gate binary not found at $bin; build it first (cargo build --locked) or set SIGNAL_GATE_BIN"
-fi
+require_curl_and_binary
 
 find_nginx() {
     local candidate
@@ -158,27 +83,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/signal-gate-nginx.XXXXXX") || setup_failed "mk
 # directories under here.
 chmod 0755 "$work"
 
-# Free loopback ports, below the kernel's ephemeral range (so that no outgoing connection of
-# a concurrent process can hold one), with no socket on them now, and no two the same.
-ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-[[ $ephemeral_low =~ ^[0-9]+$ && $ephemeral_low -gt 12000 ]] || ephemeral_low=32768
-declare -A taken=()
-free_port() { # sets REPLY
-    local port i
-    for i in $(seq 500); do
-        port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-        [[ -n ${taken[$port]:-} ]] && continue
-        if command -v ss >/dev/null && [[ -n $(ss -Htan "( sport = :$port )" 2>/dev/null) ]]; then
-            continue
-        fi
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            taken[$port]=1
-            REPLY=$port
-            return 0
-        fi
-    done
-    return 1
-}
 free_port || setup_failed "no free port"; signal_port=$REPLY
 free_port || setup_failed "no free port"; hcaptcha_port=$REPLY
 free_port || setup_failed "no free port"; gate_port=$REPLY
@@ -195,25 +99,8 @@ echo_front=http://127.0.0.1:$echo_nginx_port
 signal_url=http://$signal_addr
 hcaptcha_url=http://127.0.0.1:$hcaptcha_port
 
-alive() { kill -0 "$1" 2>/dev/null; }
-
-wait_for() { # wait_for pid url: until the url answers at all (any status)
-    local pid=$1 url=$2 i
-    for i in $(seq 100); do
-        alive "$pid" || return 1
-        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
 # The emulators.
-"$bin" emulate --signal-port "$signal_port" --hcaptcha-port "$hcaptcha_port" \
-    >"$work/emulate.log" 2>&1 &
-emulate_pid=$!
-pids+=("$emulate_pid")
-wait_for "$emulate_pid" "$signal_url/emulator/stats" || setup_failed "signal-server emulator did not start"
-wait_for "$emulate_pid" "$hcaptcha_url/emulator/stats" || setup_failed "hCaptcha emulator did not start"
+start_emulators "$signal_port" "$hcaptcha_port"
 
 # The gate, configured only by its environment; nginx reaches it from 127.0.0.1.
 mkdir -m 0700 "$work/db"
@@ -230,13 +117,7 @@ env -i PATH="$PATH" HOME="$work" \
     "$bin" serve >"$work/gate.log" 2>&1 &
 gate_pid=$!
 pids+=("$gate_pid")
-ready=no
-for i in $(seq 100); do
-    alive "$gate_pid" || break
-    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$admin_port/readyz"; then ready=yes; break; fi
-    sleep 0.1
-done
-[[ $ready == yes ]] || setup_failed "signal-gate serve did not become ready"
+wait_until_ready "$gate_pid" "http://127.0.0.1:$admin_port"
 
 # Blocks of the production site, unchanged.
 extract_block() { # extract_block name: the lines between "# ---- name: begin ----" and "end"
