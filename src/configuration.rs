@@ -44,6 +44,14 @@ pub struct Settings {
     pub rules: HashMap<String, Mode>,
     pub alerts: AlertSettings,
     pub retention: RetentionSettings,
+    pub log: LogSettings,
+}
+
+/// What the decision log writes.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSettings {
+    /// Refusal lines a second per endpoint, reason and address block; 0 writes every one.
+    pub refusal_lines_per_second: u32,
 }
 
 /// How long stored rows are kept.
@@ -284,6 +292,10 @@ impl Settings {
                 "RETENTION__SENDS_MAX_ROWS",
                 self.retention.sends_max_rows.to_string(),
             ),
+            (
+                "LOG__REFUSAL_LINES_PER_SECOND",
+                self.log.refusal_lines_per_second.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -351,6 +363,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "RETENTION__INTERVAL",
     "RETENTION__SENDS_MAX_AGE",
     "RETENTION__SENDS_MAX_ROWS",
+    "LOG__REFUSAL_LINES_PER_SECOND",
 ];
 
 /// The settings as text, exactly as the sources gave them.
@@ -372,6 +385,7 @@ struct RawSettings {
     rules: HashMap<String, String>,
     alerts: HashMap<String, String>,
     retention: HashMap<String, String>,
+    log: HashMap<String, String>,
 }
 
 impl RawSettings {
@@ -420,6 +434,13 @@ impl RawSettings {
             rules: parse_rules(self.rules)?,
             alerts: parse_alerts(&self.alerts)?,
             retention: parse_retention(&self.retention)?,
+            log: LogSettings {
+                refusal_lines_per_second: field(
+                    &self.log,
+                    "LOG__REFUSAL_LINES_PER_SECOND",
+                    "refusal_lines_per_second",
+                )?,
+            },
         })
     }
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::abuse::Blocklist;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Settings;
+use crate::decision::log_budget;
 use crate::gate::{Gate, GateParts};
 use crate::limits::{LimitRule, MemoryLimitStore, Rate};
 use crate::metrics::Metrics;
@@ -54,6 +55,7 @@ impl Application {
         let limit_store = Arc::new(MemoryLimitStore::new(&rates, capacity, Arc::clone(&clock)));
         let blocklist = Arc::new(Blocklist::default());
         reload_blocks(&store, &blocklist, clock.now_ms()).await?;
+        log_budget::set_lines_per_second(settings.log.refusal_lines_per_second);
         start_maintenance(&store, &blocklist, &clock, &settings);
         let parts = GateParts {
             clock,
@@ -143,14 +145,16 @@ fn start_maintenance(
         retention,
         Arc::clone(clock),
     ));
-    tokio::spawn(report_unlogged_decisions());
+    if settings.log.refusal_lines_per_second > 0 {
+        tokio::spawn(report_unlogged_decisions());
+    }
 }
 
 async fn report_unlogged_decisions() {
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     loop {
         ticks.tick().await;
-        crate::decision::log_budget::report_finished_second();
+        log_budget::report_finished_second();
     }
 }
 

@@ -24,6 +24,8 @@ use processes::{free_port, pinned, status_kib, Server, WorkDir, SERVER_CORE};
 use wrk::{Scripts, WrkReport};
 
 const CONNECTIONS: u32 = 64;
+/// The decision log's bound, as deploy/signal-gate.service sets it.
+const REFUSAL_LINES: &str = "10";
 /// Budgets a flood of new addresses fills: register per address and per address block, each
 /// with its cache of limited keys beside it.
 const FLOODED_CACHES: u64 = 4;
@@ -144,6 +146,7 @@ fn start_gate(
             format!("sqlite://{}", database.display()),
         )
         .env("SIGNAL_GATE_LIMITS__REGISTER_PER_IP", nginx::GATE_RULE)
+        .env("SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND", REFUSAL_LINES)
         .envs(extra.iter().copied());
     let started = Instant::now();
     let log = work.join(&format!("{name}-{port}.log"));
@@ -558,6 +561,10 @@ fn describe_machine() {
         run("wrk", &["--version"]).lines().next().unwrap_or("")
     );
     println!("- load: wrk -t1 -c{CONNECTIONS}, servers on core 0 with one worker, wrk on core 1");
+    println!(
+        "- gate: SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND={REFUSAL_LINES}, as the example \
+         systemd unit; nginx: its default access and error logs"
+    );
 }
 
 #[tokio::main]

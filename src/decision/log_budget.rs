@@ -1,23 +1,34 @@
 //! How many refusal lines the decision log writes under a flood.
 //!
-//! A flood of a hundred thousand refusals a second would write as many log lines: megabytes a
+//! A flood of a hundred thousand refusals a second writes as many log lines: megabytes a
 //! second of one repeated line, the disk filling, and the writing itself the larger part of
-//! what each refusal costs. So each (endpoint, reason, address block) may write
-//! [`LINES_PER_KEY_PER_SECOND`] refusal lines a second; the rest are counted, and once the
-//! second is over one line per key says how many were not written (`"message": "decisions
-//! not logged"`, field `count`). Approvals are always written, and metrics count every
-//! decision whatever the log shows.
+//! what each refusal costs. With `SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND` set to N, each
+//! (endpoint, reason, address block) writes N refusal lines a second; the rest are counted,
+//! and once the second is over one line per key says how many were not written (`"message":
+//! "decisions not logged"`, field `count`). Approvals are always written, and metrics count
+//! every decision whatever the log shows. With 0, the default, every decision is written.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use super::{Endpoint, Reason};
 
-/// Refusal lines a second for one endpoint, reason and address block.
-pub const LINES_PER_KEY_PER_SECOND: u32 = 10;
+/// Refusal lines a second for one endpoint, reason and address block; 0 writes them all. One
+/// setting for the process, set at start-up.
+static LINES_PER_KEY_PER_SECOND: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the bound from `SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND`.
+pub fn set_lines_per_second(lines: u32) {
+    LINES_PER_KEY_PER_SECOND.store(lines, Ordering::Relaxed);
+}
+
+fn lines_per_second() -> u32 {
+    LINES_PER_KEY_PER_SECOND.load(Ordering::Relaxed)
+}
 
 /// Keys counted in one second at most; past this, refusals of new keys are counted under
 /// one catch-all key, so a flood from millions of blocks cannot grow this table.
@@ -48,6 +59,10 @@ fn current_second() -> u64 {
 
 /// True when this refusal's line is written; counts it either way.
 pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
+    let limit = lines_per_second();
+    if limit == 0 {
+        return true;
+    }
     let mut budget = current_budget();
     let crowded = budget.keys.len() >= KEYS_PER_SECOND;
     let block = if crowded { "*" } else { address_block };
@@ -63,7 +78,7 @@ pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
             lines: 0,
         });
     written.lines = written.lines.saturating_add(1);
-    written.lines <= LINES_PER_KEY_PER_SECOND
+    written.lines <= limit
 }
 
 /// Writes the counts of the second that has ended, if it has; called every second by a
@@ -84,8 +99,9 @@ fn current_budget() -> std::sync::MutexGuard<'static, Budget> {
 }
 
 fn report(budget: &mut Budget) {
+    let limit = lines_per_second();
     for written in budget.keys.values() {
-        let count = written.lines.saturating_sub(LINES_PER_KEY_PER_SECOND);
+        let count = written.lines.saturating_sub(limit);
         if count > 0 {
             tracing::info!(
                 target: "signal_gate::decision",
@@ -107,16 +123,15 @@ mod tests {
 
     #[test]
     fn a_key_writes_its_lines_and_other_keys_keep_theirs() {
+        const LIMIT: u32 = 10;
+        set_lines_per_second(LIMIT);
         let block = "192.0.2.0/24 (log budget test)";
         let mut admitted = 0;
         for _ in 0..100 {
             admitted += u32::from(admit(Endpoint::Register, Reason::RegisterPerIp, block));
         }
         // The run may cross into the next second once, which restores the budget once.
-        assert!(
-            (LINES_PER_KEY_PER_SECOND..=2 * LINES_PER_KEY_PER_SECOND).contains(&admitted),
-            "{admitted}"
-        );
+        assert!((LIMIT..=2 * LIMIT).contains(&admitted), "{admitted}");
         let other = "198.51.100.0/24 (log budget test)";
         assert!(admit(Endpoint::Register, Reason::RegisterPerIp, other));
         assert!(

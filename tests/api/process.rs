@@ -16,6 +16,7 @@ fn a_missing_or_bad_variable_stops_start_up_and_is_named() {
         ("SIGNAL_GATE_NUMBER_KEY", None),
         ("SIGNAL_GATE_LIMITS__REGISTER_PER_IP", Some("lots")),
         ("SIGNAL_GATE_TRUSTED_PROXIES", Some("10.0.0.0/33")),
+        ("SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND", Some("many")),
     ];
     for (name, value) in cases {
         let mut command = Command::new(BINARY);
@@ -161,15 +162,25 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::p
     }
 }
 
-#[tokio::test]
-async fn a_refusal_flood_writes_a_bounded_number_of_lines_and_counts_the_rest() {
-    let gate = ServeProcess::prepare();
+/// What a flood of refusals from one address left in a gate's log.
+struct FloodLog {
+    written: usize,
+    not_written: u64,
+    seconds: u64,
+    logs: String,
+}
+
+/// Sends `flood` register requests without a captcha from one address (refused every time:
+/// first for the captcha, then by the address budget) and reads the log.
+async fn refusal_flood(extra: &[(&str, &str)], flood: usize) -> FloodLog {
+    let mut gate = ServeProcess::prepare();
+    for (name, value) in extra {
+        gate.vars.insert((*name).to_owned(), (*value).to_owned());
+    }
     let mut child = gate.spawn(Stdio::piped).await;
     let http = reqwest::Client::new();
-    let flood = 200;
     let started = std::time::Instant::now();
     for _ in 0..flood {
-        // No captcha, from one address: refused every time (captcha, then the address budget).
         let response = http
             .post(format!("{}/v1/register", gate.url))
             .json(&json!({"number": NUMBER}))
@@ -187,11 +198,36 @@ async fn a_refusal_flood_writes_a_bounded_number_of_lines_and_counts_the_rest() 
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .collect();
     let written = lines.iter().filter(|l| l["message"] == "decision").count();
-    let not_written: u64 = lines
+    let not_written = lines
         .iter()
         .filter(|l| l["message"] == "decisions not logged")
         .map(|l| l["count"].as_u64().expect("a count"))
         .sum();
+    FloodLog {
+        written,
+        not_written,
+        seconds,
+        logs,
+    }
+}
+
+#[tokio::test]
+async fn by_default_every_refusal_of_a_flood_writes_its_line() {
+    let flood = 60;
+    let log = refusal_flood(&[], flood).await;
+    assert_eq!((log.written, log.not_written), (flood, 0), "{}", log.logs);
+}
+
+#[tokio::test]
+async fn a_refusal_flood_writes_a_bounded_number_of_lines_and_counts_the_rest() {
+    let flood = 200;
+    let bounded = [("SIGNAL_GATE_LOG__REFUSAL_LINES_PER_SECOND", "10")];
+    let FloodLog {
+        written,
+        not_written,
+        seconds,
+        logs,
+    } = refusal_flood(&bounded, flood).await;
     // Two reasons (captcha_required, then register_per_ip), ten lines a second each.
     let bound = 2 * 10 * seconds as usize;
     assert!(
