@@ -1,7 +1,9 @@
 //! WebSocket pass-through benchmark: added latency per frame through the gate (p50, p99),
-//! against the signal-server emulator directly, in the same run; then how many idle
-//! connections one gate holds and its resident memory. Run with
-//! `cargo build --release && cargo run --release --example ws_bench [connections]`
+//! against the signal-server emulator directly, in the same run; then idle connections held
+//! and the resident memory they cost: unauthenticated sockets through the gate, account
+//! sockets through the gate (relayed at once, two descriptors each), and unauthenticated
+//! sockets straight to the emulator. Run with
+//! `cargo build --release && cargo run --release --example ws_bench [idle [relayed]]`
 //! (the gate and the emulator run as separate processes from target/release/signal-gate).
 
 use std::path::Path;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use signal_gate::websocket::frames::WebSocketMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 // The process helpers of the HTTP benchmark; this one uses some of them.
@@ -35,10 +38,25 @@ fn spawn(name: &'static str, args: &[&str], vars: &[(&str, String)], log: &Path)
     Server::start(name, command, log)
 }
 
-async fn connect(url: &str) -> Option<Socket> {
-    let mut socket = tokio_tungstenite::connect_async(url).await.ok()?.0;
-    // The server's push on connect.
-    let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+/// Credentials the emulator takes as an account's; signal-server pushes to such a socket.
+const ACCOUNT: &str = "Basic YmVuY2g6YmVuY2g=";
+
+/// An unauthenticated socket, or an account's when `account`, once the push on connect (an
+/// account's only) has arrived.
+async fn connect(url: &str, account: bool) -> Option<Socket> {
+    let mut request = url.into_client_request().ok()?;
+    if account {
+        request
+            .headers_mut()
+            .insert("authorization", ACCOUNT.parse().ok()?);
+    }
+    let mut socket = tokio_tungstenite::connect_async(request).await.ok()?.0;
+    if account {
+        let pushed = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+        if !matches!(pushed, Ok(Some(Ok(Message::Binary(_))))) {
+            return None;
+        }
+    }
     Some(socket)
 }
 
@@ -47,11 +65,11 @@ async fn connect(url: &str) -> Option<Socket> {
 const FRAMES_PER_CONNECTION: u64 = 90;
 
 async fn round_trips(url: &str) -> Vec<Duration> {
-    let mut socket = connect(url).await.expect("connected");
+    let mut socket = connect(url, true).await.expect("connected");
     let mut times = Vec::with_capacity(ROUNDS);
     for id in 0..ROUNDS as u64 {
         if id > 0 && id % FRAMES_PER_CONNECTION == 0 {
-            socket = connect(url).await.expect("connected");
+            socket = connect(url, true).await.expect("connected");
         }
         let frame = WebSocketMessage::request(id + 10, "GET", "/v1/keys", None).to_bytes();
         let started = Instant::now();
@@ -74,29 +92,46 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() {
-    let connections: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000);
-    let (signal, hcaptcha, gate_port, admin) = (free_port(), free_port(), free_port(), free_port());
-    let work = WorkDir::new();
-    let mut emulator = spawn(
-        "emulators",
-        &[
-            "emulate",
-            "--signal-port",
-            &signal.to_string(),
-            "--hcaptcha-port",
-            &hcaptcha.to_string(),
-        ],
-        &[],
-        &work.join("emulators.log"),
+/// One row of the idle table: how many of `count` sockets `url` held, and what they cost the
+/// process `pid` that holds them.
+async fn idle_row(label: &str, pid: u32, url: &str, account: bool, count: usize) -> Vec<Socket> {
+    let before = status_kib(pid, "VmRSS:");
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        match connect(url, account).await {
+            Some(socket) => held.push(socket),
+            None => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = status_kib(pid, "VmRSS:");
+    let each = after.saturating_sub(before) as f64 / held.len().max(1) as f64;
+    println!(
+        "{label:<34} {:>6} of {count:<6} {:>7} {:>7} {each:>9.1}",
+        held.len(),
+        before / 1024,
+        after / 1024
     );
-    emulator.wait_for_port(signal);
-    let vars = [
-        ("SIGNAL_GATE_LISTEN", format!("127.0.0.1:{gate_port}")),
+    held
+}
+
+/// The WebSocket connections the emulator has accepted so far.
+async fn emulator_connections(signal: u16) -> u64 {
+    let url = format!("http://127.0.0.1:{signal}/emulator/stats");
+    let stats: serde_json::Value = reqwest::get(url)
+        .await
+        .expect("emulator stats")
+        .json()
+        .await
+        .expect("stats JSON");
+    stats["websocketConnections"].as_u64().unwrap_or_default()
+}
+
+/// The gate's environment for a run against the emulators on `signal` and `hcaptcha`.
+fn gate_vars(work: &WorkDir, ports: [u16; 4]) -> Vec<(&'static str, String)> {
+    let [signal, hcaptcha, gate, admin] = ports;
+    vec![
+        ("SIGNAL_GATE_LISTEN", format!("127.0.0.1:{gate}")),
         ("SIGNAL_GATE_ADMIN__LISTEN", format!("127.0.0.1:{admin}")),
         ("SIGNAL_GATE_WORKERS", "1".to_owned()),
         (
@@ -121,14 +156,53 @@ async fn main() {
         ),
         (
             "SIGNAL_GATE_DATABASE__URL",
-            format!("sqlite://{}", work.join("gate.db").display()),
+            format!(
+                "sqlite://{}",
+                work.join(&format!("gate-{gate}.db")).display()
+            ),
         ),
-    ];
-    let mut gate = spawn("gate", &["serve"], &vars, &work.join("gate.log"));
-    gate.wait_for_port(gate_port);
+    ]
+}
+
+/// A fresh gate in front of the emulators, ready, and its WebSocket URL.
+fn start_gate(work: &WorkDir, signal: u16, hcaptcha: u16) -> (Server, String) {
+    let (port, admin) = (free_port(), free_port());
+    let vars = gate_vars(work, [signal, hcaptcha, port, admin]);
+    let log = work.join(&format!("gate-{port}.log"));
+    let mut gate = spawn("gate", &["serve"], &vars, &log);
+    gate.wait_for_port(port);
+    (gate, format!("ws://127.0.0.1:{port}/v1/websocket/"))
+}
+
+fn argument(position: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(position)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let idle = argument(1, 10_000);
+    let relayed = argument(2, idle);
+    let (signal, hcaptcha) = (free_port(), free_port());
+    let work = WorkDir::new();
+    let mut emulator = spawn(
+        "emulators",
+        &[
+            "emulate",
+            "--signal-port",
+            &signal.to_string(),
+            "--hcaptcha-port",
+            &hcaptcha.to_string(),
+        ],
+        &[],
+        &work.join("emulators.log"),
+    );
+    emulator.wait_for_port(signal);
+    let (gate, gate_url) = start_gate(&work, signal, hcaptcha);
 
     let direct_url = format!("ws://127.0.0.1:{signal}/v1/websocket/");
-    let gate_url = format!("ws://127.0.0.1:{gate_port}/v1/websocket/");
     // Alternate the two, twice, and keep each side's figures together.
     let mut direct = Vec::new();
     let mut through = Vec::new();
@@ -139,7 +213,7 @@ async fn main() {
     direct.sort();
     through.sort();
     println!(
-        "frame round trip over {} frames each, alternated",
+        "frame round trip over {} frames each, alternated (account sockets)",
         direct.len()
     );
     println!("{:<24} {:>10} {:>10}", "", "p50 (us)", "p99 (us)");
@@ -157,22 +231,52 @@ async fn main() {
         added(0.5).as_micros(),
         added(0.99).as_micros()
     );
+    drop(gate);
 
-    let idle_before = status_kib(gate.pid(), "VmRSS:");
-    let mut held = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        match connect(&gate_url).await {
-            Some(socket) => held.push(socket),
-            None => break,
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_after = status_kib(gate.pid(), "VmRSS:");
-    println!("idle connections held    {} of {connections}", held.len());
+    // Each kind against a fresh process, so that one's freed memory does not hide another's.
+    println!();
     println!(
-        "gate resident memory     {} MiB before, {} MiB after",
-        idle_before / 1024,
-        idle_after / 1024
+        "{:<34} {:>16} {:>7} {:>7} {:>9}",
+        "idle connections", "held", "MiB", "MiB", "KiB each"
     );
+    println!("{:<34} {:>16} {:>7} {:>7}", "", "", "before", "after");
+    let held = idle_row(
+        "unauthenticated, direct (emulator)",
+        emulator.pid(),
+        &direct_url,
+        false,
+        idle,
+    )
+    .await;
     drop(held);
+
+    let (gate, gate_url) = start_gate(&work, signal, hcaptcha);
+    let opened_before = emulator_connections(signal).await;
+    let held = idle_row(
+        "unauthenticated, through the gate",
+        gate.pid(),
+        &gate_url,
+        false,
+        idle,
+    )
+    .await;
+    let opened = emulator_connections(signal).await - opened_before;
+    drop(held);
+    drop(gate);
+
+    let (gate, gate_url) = start_gate(&work, signal, hcaptcha);
+    let held = idle_row(
+        "account sockets, through the gate",
+        gate.pid(),
+        &gate_url,
+        true,
+        relayed,
+    )
+    .await;
+    drop(held);
+    drop(gate);
+    println!(
+        "signal-server sockets opened for the idle unauthenticated ones: {opened} (they wait \
+         for a frame to relay); account sockets are relayed at once, two descriptors each"
+    );
 }

@@ -45,17 +45,22 @@ if (($(nproc) >= 2)); then client_core=(taskset -c 1); fi
 echo
 echo "### WebSocket pass-through (examples/ws_bench)"
 echo
-# Each relayed connection takes two descriptors in the gate; stay under the process limit.
+# An unauthenticated idle socket takes one descriptor in the gate; an account's socket is
+# relayed at once and takes two. Stay under the process limit.
 limit=$(ulimit -Hn)
-connections=10000
-if [[ $limit != unlimited ]] && ((limit < 2 * connections + 100)); then
+idle=10000
+relayed=10000
+if [[ $limit != unlimited ]]; then
     ulimit -Sn "$limit"
-    connections=$(((limit - 100) / 2))
-    echo "(descriptor limit $limit per process: $connections idle connections, not 10,000)"
+    if ((limit < idle + 100)); then idle=$((limit - 100)); fi
+    if ((limit < 2 * relayed + 100)); then
+        relayed=$(((limit - 100) / 2))
+        echo "(descriptor limit $limit per process: $relayed relayed account sockets, not 10,000)"
+    fi
 else
-    ulimit -Sn $((2 * connections + 100))
+    ulimit -Sn $((2 * relayed + 100))
 fi
-"${client_core[@]}" target/release/examples/ws_bench "$connections"
+"${client_core[@]}" target/release/examples/ws_bench "$idle" "$relayed"
 
 if [[ $micro == yes ]]; then
     cargo bench --locked --bench hot_path

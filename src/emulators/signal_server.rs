@@ -51,6 +51,8 @@ struct Counters {
     /// WebSocket request frames for the verification API, and all other frames received.
     ws_verification: AtomicU64,
     ws_other: AtomicU64,
+    /// WebSocket connections opened.
+    ws_connections: AtomicU64,
 }
 
 struct State {
@@ -165,6 +167,11 @@ impl SignalServerEmulator {
         *lock(&self.state.mode) = mode;
     }
 
+    /// WebSocket connections opened to this server.
+    pub fn websocket_connections(&self) -> u64 {
+        self.state.counters.ws_connections.load(Ordering::SeqCst)
+    }
+
     /// WebSocket frames received: verification requests, and everything else.
     pub fn websocket_frames(&self) -> [u64; 2] {
         let c = &self.state.counters;
@@ -181,15 +188,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl State {
-    /// Notes the caller and applies the fault mode; `Some` is the answer to give instead.
-    async fn intake(&self, request: &HttpRequest, counter: &AtomicU64) -> Option<HttpResponse> {
-        counter.fetch_add(1, Ordering::SeqCst);
+    fn note_forwarded_for(&self, request: &HttpRequest) {
         let forwarded = request.headers().get_all("x-forwarded-for");
         let seen: Vec<String> = forwarded
             .filter_map(|v| v.to_str().ok())
             .map(str::to_owned)
             .collect();
         lock(&self.forwarded_for).push(seen.join(" | "));
+    }
+
+    /// Notes the caller and applies the fault mode; `Some` is the answer to give instead.
+    async fn intake(&self, request: &HttpRequest, counter: &AtomicU64) -> Option<HttpResponse> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.note_forwarded_for(request);
         let mode = lock(&self.mode).clone();
         let is_code_step = std::ptr::eq(counter, &self.counters.request_code)
             || std::ptr::eq(counter, &self.counters.submit_code);
@@ -451,14 +462,17 @@ async fn stats(state: Data<State>) -> HttpResponse {
         "requestCode": count(&c.request_code),
         "submitCode": count(&c.submit_code),
         "smsSent": sms,
+        "websocketConnections": count(&c.ws_connections),
         "forwardedFor": *lock(&state.forwarded_for),
     }))
 }
 
-/// `/v1/websocket/`: signal-server's WebSocket, as it behaves without credentials. On connect it
-/// pushes one request (an empty-queue notice, as the real server does), answers every request
-/// frame with 200 (verification requests included, as the real server would), and counts
-/// what arrives. A frame that does not parse closes the socket with 1007.
+/// `/v1/websocket/`: signal-server's WebSocket. Credentials, when presented (an `Authorization`
+/// header, or `login` and `password` in the query), are taken as valid, and such a socket gets
+/// one pushed request on connect (the empty-queue notice the real server sends once it has
+/// delivered stored messages); an unauthenticated socket gets nothing unasked, as on the real
+/// server. Every request frame is answered with 200 (verification requests included, as the
+/// real server would) and counted. A frame that does not parse closes the socket with 1007.
 async fn websocket(
     state: Data<State>,
     request: HttpRequest,
@@ -467,10 +481,13 @@ async fn websocket(
     use crate::websocket::frames::WebSocketMessage;
     let (response, mut session, mut stream) = actix_ws::handle(&request, body)?;
     let state = state.into_inner();
+    state.counters.ws_connections.fetch_add(1, Ordering::SeqCst);
+    state.note_forwarded_for(&request);
+    let authenticated = presents_credentials(&request);
     actix_web::rt::spawn(async move {
         use futures_util::StreamExt;
         let push = WebSocketMessage::request(1, "PUT", "/api/v1/queue/empty", None);
-        if session.binary(push.to_bytes()).await.is_err() {
+        if authenticated && session.binary(push.to_bytes()).await.is_err() {
             return;
         }
         while let Some(Ok(message)) = stream.next().await {
@@ -513,4 +530,15 @@ async fn websocket(
         }
     });
     Ok(response)
+}
+
+/// Whether a WebSocket upgrade presents credentials, read as signal-server reads them.
+fn presents_credentials(request: &HttpRequest) -> bool {
+    if request.headers().contains_key("authorization") {
+        return true;
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let has = |name: &str| pairs.iter().any(|(key, _)| key == name);
+    has("login") && has("password")
 }

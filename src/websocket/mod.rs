@@ -8,7 +8,8 @@
 //! that does not parse closes the socket with 1007, as signal-server does. Everything else
 //! (requests, responses, server pushes, pings, close codes) passes unchanged in both
 //! directions, one frame at a time, so a slow side slows the other instead of filling memory.
-//! Frame size and frames per second per connection are bounded.
+//! Frame size and frames per second per connection are bounded. An unauthenticated socket
+//! connects to signal-server only when it first has a frame to relay ([`Upstream`]).
 
 pub mod frames;
 
@@ -20,6 +21,7 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as UpstreamCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -43,17 +45,31 @@ const FORWARDED_HEADERS: [&str; 4] = [
     "accept-language",
 ];
 
-/// `GET /v1/websocket/`: connects upstream first, then accepts the client.
+/// `GET /v1/websocket/`: relays the socket to signal-server, guarding every client frame.
+///
+/// An upgrade that presents credentials, or asks for any other socket under `/v1/websocket/`,
+/// connects upstream before the client is accepted, so signal-server's verdict on it reaches the
+/// client as it would without the gate. A plain unauthenticated `/v1/websocket/` is accepted at
+/// once and connects upstream on its first frame for signal-server (see [`Upstream`]).
 pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) -> HttpResponse {
     let address = gate.client_address(&request);
-    let upstream = match connect_upstream(&request, &gate, address.ip()).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            tracing::warn!(error = %error, "could not open signal-server's WebSocket");
-            return HttpResponse::BadGateway().json(json!({
-                "code": "upstream_unavailable", "message": "The server is unavailable."
-            }));
+    let Ok(target) = UpstreamTarget::for_request(&request, &gate, address.ip()) else {
+        return HttpResponse::BadRequest().json(json!({
+            "code": "invalid_request", "message": "The upgrade request cannot be relayed."
+        }));
+    };
+    let upstream = if opens_upstream_at_once(&request) {
+        match target.connect().await {
+            Ok(stream) => Upstream::open(stream),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not open signal-server's WebSocket");
+                return HttpResponse::BadGateway().json(json!({
+                    "code": "upstream_unavailable", "message": "The server is unavailable."
+                }));
+            }
         }
+    } else {
+        Upstream::Waiting(Box::new(target))
     };
     let (response, session, stream) = match actix_ws::handle(&request, body) {
         Ok(parts) => parts,
@@ -72,39 +88,134 @@ pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) ->
     response
 }
 
-type Upstream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// Whether signal-server must see this upgrade before the client is accepted: it presents
+/// credentials the way signal-server reads them (an `Authorization` header, or both `login`
+/// and `password` in the query), or it is another socket, such as provisioning, on which
+/// signal-server speaks first. Only a plain unauthenticated socket may wait.
+fn opens_upstream_at_once(request: &HttpRequest) -> bool {
+    if request.headers().contains_key("authorization") {
+        return true;
+    }
+    if !matches!(request.path(), "/v1/websocket/" | "/v1/websocket") {
+        return true;
+    }
+    let Some(query) = request.uri().query() else {
+        return false;
+    };
+    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+        return true;
+    };
+    let has = |name: &str| pairs.iter().any(|(key, _)| key == name);
+    has("login") && has("password")
+}
 
-async fn connect_upstream(
-    request: &HttpRequest,
-    gate: &Gate,
-    client: std::net::IpAddr,
-) -> anyhow::Result<Upstream> {
-    let mut url = gate.upstream.base().clone();
-    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-    url.set_scheme(scheme)
-        .map_err(|()| anyhow::anyhow!("cannot make a ws URL"))?;
-    url.set_path(request.path());
-    url.set_query(request.uri().query());
-    let mut upstream_request = url.as_str().into_client_request()?;
-    let headers = upstream_request.headers_mut();
-    for name in FORWARDED_HEADERS {
-        if let Some(value) = request.headers().get(name) {
-            headers.insert(name, value.as_bytes().try_into()?);
+type UpstreamStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type UpstreamSink = futures_util::stream::SplitSink<UpstreamStream, Message>;
+type UpstreamSource = futures_util::stream::SplitStream<UpstreamStream>;
+
+/// Where signal-server's side of one client's socket is opened, and with which headers.
+struct UpstreamTarget {
+    url: String,
+    headers: HeaderMap,
+}
+
+impl UpstreamTarget {
+    fn for_request(
+        request: &HttpRequest,
+        gate: &Gate,
+        client: std::net::IpAddr,
+    ) -> anyhow::Result<Self> {
+        let mut url = gate.upstream.base().clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| anyhow::anyhow!("cannot make a ws URL"))?;
+        url.set_path(request.path());
+        url.set_query(request.uri().query());
+        let mut headers = HeaderMap::new();
+        for name in FORWARDED_HEADERS {
+            if let Some(value) = request.headers().get(name) {
+                headers.insert(name, value.as_bytes().try_into()?);
+            }
+        }
+        headers.insert("x-forwarded-for", client.to_string().parse()?);
+        Ok(Self {
+            url: url.into(),
+            headers,
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<UpstreamStream> {
+        let mut request = self.url.as_str().into_client_request()?;
+        request.headers_mut().extend(self.headers.clone());
+        // Small buffers: an idle relayed connection should cost kilobytes, not tungstenite's
+        // default 128 KiB a side; they grow for the frames that need it.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        let (stream, _) = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connecting).await??;
+        Ok(stream)
+    }
+}
+
+/// signal-server's side of one client's socket.
+///
+/// signal-server sends nothing unasked on an unauthenticated `/v1/websocket/` (it starts
+/// deliveries only for an account, UPSTREAM.md section 10), so such a socket waits to connect
+/// until its client sends a frame for signal-server. The client sees no difference, except
+/// that an outage shows as a 1011 close on that frame instead of a 502 on the upgrade. What it
+/// buys: an idle socket, or one that only tries verification requests, costs one descriptor in
+/// the gate and nothing at all in signal-server.
+enum Upstream {
+    Waiting(Box<UpstreamTarget>),
+    Open {
+        to: UpstreamSink,
+        from: UpstreamSource,
+    },
+}
+
+impl Upstream {
+    fn open(stream: UpstreamStream) -> Self {
+        let (to, from) = stream.split();
+        Self::Open { to, from }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self, Self::Open { .. })
+    }
+
+    /// Sends one frame, connecting first if this socket was waiting.
+    async fn send(&mut self, message: Message) -> anyhow::Result<()> {
+        if let Self::Waiting(target) = self {
+            // Boxed: the handshake's state is kilobytes, and unboxed it would be carried in
+            // every connection's task for its whole life.
+            let stream = Box::pin(target.connect()).await.inspect_err(|error| {
+                tracing::warn!(error = %error, "could not open signal-server's WebSocket");
+            })?;
+            *self = Self::open(stream);
+        }
+        match self {
+            Self::Open { to, .. } => Ok(to.send(message).await?),
+            Self::Waiting(_) => Err(anyhow::anyhow!("signal-server's side is not open")),
         }
     }
-    headers.insert("x-forwarded-for", client.to_string().parse()?);
-    // Small buffers: an idle relayed connection should cost kilobytes, not tungstenite's
-    // default 128 KiB a side; they grow for the frames that need it.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
-    let connecting =
-        tokio_tungstenite::connect_async_with_config(upstream_request, Some(config), false);
-    let (stream, _) = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connecting).await??;
-    Ok(stream)
+
+    /// The next frame from signal-server; a waiting socket has none to give.
+    async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Result<Message>> {
+        match self {
+            Self::Open { from, .. } => from.next().await,
+            Self::Waiting(_) => std::future::pending().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Self::Open { to, .. } = self {
+            let _ = to.close().await;
+        }
+    }
 }
 
 /// What to do with one binary frame from the client.
@@ -159,8 +270,6 @@ impl FrameBudget {
     }
 }
 
-type UpstreamSink = futures_util::stream::SplitSink<Upstream, Message>;
-
 /// After one frame: go on, or close the client's side with this reason.
 enum Next {
     Continue,
@@ -177,11 +286,10 @@ fn closing(code: u16) -> Next {
 async fn relay(
     mut client: Session,
     mut from_client: actix_ws::AggregatedMessageStream,
-    upstream: Upstream,
+    mut upstream: Upstream,
     gate: Data<Gate>,
     block: String,
 ) {
-    let (mut to_upstream, mut from_upstream) = upstream.split();
     let mut budget = FrameBudget {
         tokens: 2.0 * FRAMES_PER_SECOND,
         last: Instant::now(),
@@ -191,17 +299,17 @@ async fn relay(
             incoming = from_client.next() => match incoming {
                 Some(Ok(message)) => {
                     let frame = ClientFrame { gate: &gate, block: &block, budget: &mut budget };
-                    frame.relay(message, &mut client, &mut to_upstream).await
+                    frame.relay(message, &mut client, &mut upstream).await
                 }
                 _ => closing(1007),
             },
-            outgoing = from_upstream.next() => match outgoing {
+            outgoing = upstream.next() => match outgoing {
                 Some(Ok(message)) => to_client(message, &mut client).await,
                 _ => closing(1011),
             },
         };
         if let Next::Close(reason) = next {
-            let _ = to_upstream.close().await;
+            upstream.close().await;
             let _ = client.close(reason).await;
             return;
         }
@@ -220,7 +328,7 @@ impl ClientFrame<'_> {
         self,
         message: AggregatedMessage,
         client: &mut Session,
-        to_upstream: &mut UpstreamSink,
+        upstream: &mut Upstream,
     ) -> Next {
         let forwarded = match message {
             AggregatedMessage::Binary(bytes) => {
@@ -228,7 +336,7 @@ impl ClientFrame<'_> {
                     return closing(1008);
                 }
                 match guard(&bytes) {
-                    Guarded::Relay => to_upstream.send(Message::Binary(bytes)).await,
+                    Guarded::Relay => upstream.send(Message::Binary(bytes)).await,
                     Guarded::Answer(frame) => {
                         let log = DecisionLog::new(Endpoint::Websocket, self.block.to_owned());
                         log.finish(Reason::WebsocketVerification, 403, &self.gate.metrics);
@@ -241,18 +349,26 @@ impl ClientFrame<'_> {
                 }
             }
             AggregatedMessage::Text(text) => {
-                to_upstream
-                    .send(Message::Text(text.to_string().into()))
-                    .await
+                upstream.send(Message::Text(text.to_string().into())).await
             }
-            AggregatedMessage::Ping(bytes) => to_upstream.send(Message::Ping(bytes)).await,
-            AggregatedMessage::Pong(bytes) => to_upstream.send(Message::Pong(bytes)).await,
+            // A waiting socket answers pings itself rather than connecting for them.
+            AggregatedMessage::Ping(bytes) if !upstream.is_open() => {
+                return match client.pong(&bytes).await {
+                    Ok(()) => Next::Continue,
+                    Err(_) => Next::Close(None),
+                };
+            }
+            AggregatedMessage::Pong(_) if !upstream.is_open() => return Next::Continue,
+            AggregatedMessage::Ping(bytes) => upstream.send(Message::Ping(bytes)).await,
+            AggregatedMessage::Pong(bytes) => upstream.send(Message::Pong(bytes)).await,
             AggregatedMessage::Close(reason) => {
                 let frame = reason.map(|r| CloseFrame {
                     code: UpstreamCode::from(u16::from(r.code)),
                     reason: r.description.unwrap_or_default().into(),
                 });
-                let _ = to_upstream.send(Message::Close(frame)).await;
+                if upstream.is_open() {
+                    let _ = upstream.send(Message::Close(frame)).await;
+                }
                 return Next::Close(None);
             }
         };

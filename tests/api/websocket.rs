@@ -54,9 +54,12 @@ async fn verification_frames_never_reach_signal_server_and_others_flow_both_ways
     for credentials in [None, Some("Basic dXNlcjpwYXNz")] {
         let mut socket = connect(&app.url, credentials).await;
 
-        // The server's own push arrives through the gate.
-        let pushed = next_frame(&mut socket).await;
-        assert!(pushed.is_request(), "server-pushed request relayed");
+        // signal-server pushes to an account's socket on connect; the push arrives through
+        // the gate. It sends nothing unasked on an unauthenticated one.
+        if credentials.is_some() {
+            let pushed = next_frame(&mut socket).await;
+            assert!(pushed.is_request(), "server-pushed request relayed");
+        }
 
         let spellings = [
             "/v1/verification/session",
@@ -134,14 +137,67 @@ async fn verification_frames_never_reach_signal_server_and_others_flow_both_ways
 #[tokio::test]
 async fn a_frame_that_does_not_parse_closes_the_socket_with_1007() {
     let app = spawn_app().await;
+    for credentials in [None, Some("Basic dXNlcjpwYXNz")] {
+        let mut socket = connect(&app.url, credentials).await;
+        if credentials.is_some() {
+            let _pushed = next_frame(&mut socket).await;
+        }
+        socket
+            .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+            .await
+            .expect("sent");
+        let closed = close_code(&mut socket).await;
+        assert_eq!(closed, Some(1007), "credentials: {credentials:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_socket_reaches_signal_server_only_for_a_frame_it_must_relay() {
+    let app = spawn_app().await;
     let mut socket = connect(&app.url, None).await;
-    let _pushed = next_frame(&mut socket).await;
+    send(
+        &mut socket,
+        WebSocketMessage::request(3, "PUT", "/v1/verification/session", None),
+    )
+    .await;
+    let refused = next_frame(&mut socket).await.response.expect("a response");
+    assert_eq!(refused.status, Some(403));
     socket
-        .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .send(Message::Ping(b"still there".to_vec().into()))
         .await
-        .expect("sent");
-    let closed = close_code(&mut socket).await;
-    assert_eq!(closed, Some(1007));
+        .expect("ping");
+    let pong = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("a pong in time");
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+    assert_eq!(
+        app.signal.websocket_connections(),
+        0,
+        "verification attempts and pings cost signal-server nothing"
+    );
+
+    send(
+        &mut socket,
+        WebSocketMessage::request(4, "GET", "/v1/keys", None),
+    )
+    .await;
+    let answer = next_frame(&mut socket).await.response.expect("a response");
+    assert_eq!((answer.id, answer.status), (Some(4), Some(200)));
+    assert_eq!(app.signal.websocket_connections(), 1);
+    let seen = app.signal.forwarded_for();
+    assert_eq!(seen.last().map(String::as_str), Some("127.0.0.1"));
+
+    // Credentials in the query, as signal-server also reads them, connect at once.
+    let target = format!(
+        "{}/v1/websocket/?login=a&password=b",
+        app.url.replace("http://", "ws://")
+    );
+    let (mut with_query, _) = tokio_tungstenite::connect_async(target)
+        .await
+        .expect("upgrade");
+    let pushed = next_frame(&mut with_query).await;
+    assert!(pushed.is_request(), "pushed on an account's socket");
+    assert_eq!(app.signal.websocket_connections(), 2);
 }
 
 /// Reads until the socket closes and returns the close code, if any.
@@ -261,4 +317,24 @@ async fn verification_paths_over_http_are_refused_by_the_gate_and_counted() {
         .and_then(|line| line.split_whitespace().last())
         .and_then(|n| n.parse::<f64>().ok());
     assert_eq!(counted, Some(spellings.len() as f64), "{metrics}");
+}
+
+#[tokio::test]
+async fn with_signal_server_down_a_waiting_socket_closes_with_1011_on_its_first_relayed_frame() {
+    let app = spawn_app().await;
+    app.signal.stop().await;
+    let mut socket = connect(&app.url, None).await;
+    send(
+        &mut socket,
+        WebSocketMessage::request(1, "POST", "/v1/verification/session", None),
+    )
+    .await;
+    let refused = next_frame(&mut socket).await.response.expect("a response");
+    assert_eq!(refused.status, Some(403), "refused without signal-server");
+    send(
+        &mut socket,
+        WebSocketMessage::request(2, "GET", "/v1/keys", None),
+    )
+    .await;
+    assert_eq!(close_code(&mut socket).await, Some(1011));
 }
