@@ -126,8 +126,9 @@ fn bind(address: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpList
     TcpListener::bind(address).with_context(|| format!("could not listen on {variable}={address}"))
 }
 
-/// The jobs that run beside the server: reloading blocks, pruning old rows, and writing the
-/// count of refusal lines the decision log left out in the last second.
+/// The jobs that run beside the server: reloading blocks, checkpointing and pruning the
+/// database, and writing the count of refusal lines the decision log left out in the last
+/// second.
 fn start_maintenance(
     store: &SqliteStore,
     blocklist: &Arc<Blocklist>,
@@ -139,6 +140,7 @@ fn start_maintenance(
         Arc::clone(blocklist),
         Arc::clone(clock),
     ));
+    tokio::spawn(store.clone().checkpoint_on_schedule(CHECKPOINT_INTERVAL));
     let retention = retention_of(settings);
     tokio::spawn(prune_on_schedule(
         store.clone(),
@@ -157,6 +159,9 @@ async fn report_unlogged_decisions() {
         log_budget::report_finished_second();
     }
 }
+
+/// How often the write-ahead log is copied into the database file, off the request path.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Blocks written by `signal-gate admin` or another gate take effect within this time.
 const BLOCK_RELOAD_INTERVAL: Duration = Duration::from_secs(5);

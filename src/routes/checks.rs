@@ -197,31 +197,29 @@ async fn pumping_target(
     let block_hash = gate
         .number_key
         .hash_labelled("block", &address.block_label());
-    let candidates = [
-        (
-            StatsScope::Prefix(keys.prefix),
-            min,
-            BlockKind::Prefix,
-            number.prefix().to_owned(),
-        ),
-        (
-            StatsScope::AddressBlock(block_hash),
-            min,
-            BlockKind::AddressBlock,
-            address.block_label(),
-        ),
-        (
-            StatsScope::Country(keys.calling_code),
-            min * COUNTRY_SEND_FACTOR,
-            BlockKind::Country,
-            keys.calling_code.to_string(),
-        ),
+    // The prefix and the address block change with every request, so no memo holds them;
+    // they are counted together, in one trip to the store.
+    let narrow = [
+        StatsScope::Prefix(keys.prefix),
+        StatsScope::AddressBlock(block_hash),
     ];
-    for (scope, min_sends, kind, key) in candidates {
-        let observed = stats(scope, from).await?;
-        if gate.pumping.is_pumping(observed, baseline.0, min_sends) {
-            return Ok(Some((kind, key)));
+    let counting = gate.store.send_stats_each(&narrow, from, to);
+    let narrow_counts = counting.await.map_err(storage_failed)?;
+    let narrow_targets = [
+        (BlockKind::Prefix, number.prefix().to_owned()),
+        (BlockKind::AddressBlock, address.block_label()),
+    ];
+    for (observed, target) in narrow_counts.into_iter().zip(narrow_targets) {
+        if gate.pumping.is_pumping(observed, baseline.0, min) {
+            return Ok(Some(target));
         }
+    }
+    let country = stats(StatsScope::Country(keys.calling_code), from).await?;
+    if gate
+        .pumping
+        .is_pumping(country, baseline.0, min * COUNTRY_SEND_FACTOR)
+    {
+        return Ok(Some((BlockKind::Country, keys.calling_code.to_string())));
     }
     Ok(None)
 }

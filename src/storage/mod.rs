@@ -181,4 +181,18 @@ pub trait GateStore: Send + Sync {
         from: u64,
         to: u64,
     ) -> Result<SendStats, StoreError>;
+
+    /// [`GateStore::send_stats`] of each scope, in order; a store may answer in one trip.
+    async fn send_stats_each(
+        &self,
+        scopes: &[StatsScope],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<SendStats>, StoreError> {
+        let mut each = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            each.push(self.send_stats(*scope, from, to).await?);
+        }
+        Ok(each)
+    }
 }
