@@ -1,7 +1,8 @@
 //! signal-gate: the registration gate in front of a self-hosted signal-server.
 //!
 //! Layout:
-//! - [`startup`] wires everything and owns the route tables; [`configuration`] reads settings.
+//! - [`startup`] wires everything and owns the route tables; [`configuration`] reads settings;
+//!   [`connection`] makes the HTTP parser's own answers JSON.
 //! - [`routes`] holds the client API, one module per endpoint, each a pipeline of named steps.
 //! - [`domain`] holds the validated types that untrusted input is parsed into at the edge.
 //! - [`limits`] (in-memory budgets) and [`storage`] (persisted per-number state) sit behind
@@ -18,6 +19,7 @@ pub mod alerts;
 pub mod captcha;
 pub mod clock;
 pub mod configuration;
+pub mod connection;
 pub mod decision;
 pub mod demo;
 pub mod domain;

@@ -107,6 +107,12 @@ impl Metrics {
         registry.register("blocks_active", "Blocks in force", m.blocks_active.clone());
         registry.register("alerts", "Alerts raised, by name", m.alerts.clone());
         registry.register(
+            "malformed_http",
+            "Requests the HTTP parser refused before the gate read them, answered with a JSON \
+             400, 408 or 431",
+            crate::connection::malformed_http_counter(),
+        );
+        registry.register(
             "captcha_fail_open",
             "Requests let through while hCaptcha was unreachable",
             m.captcha_fail_open.clone(),

@@ -1,17 +1,25 @@
 //! Wiring: builds the gate from [`Settings`], binds both listeners and holds the route tables.
 //! Tests and the demo run exactly this, on port 0.
 
+use std::future::ready;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, KeepAlive};
+use actix_server::Server;
+use actix_service::{fn_service, map_config, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context;
+use tokio::net::TcpStream;
 
 use crate::abuse::Blocklist;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Settings;
+use crate::connection::JsonBareErrors;
 use crate::decision::log_budget;
 use crate::gate::{Gate, GateParts};
 use crate::limits::{LimitRule, MemoryLimitStore, Rate};
@@ -21,10 +29,13 @@ use crate::routes::admin::AdminToken;
 use crate::storage::{GateStore, Retention};
 use crate::storage::{GuessBudget, SendSchedule, SqliteStore};
 use crate::websocket;
-use std::time::Duration;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How long a request's head may take to arrive (actix-web's default).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to shut down (actix-web's default).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A built gate, bound and ready to run.
 pub struct Application {
@@ -238,28 +249,58 @@ fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
     ]
 }
 
+/// The client API's server. It is assembled from actix-web's parts rather than by
+/// `HttpServer`, with the same settings, so that each connection can be wrapped in
+/// [`JsonBareErrors`].
 fn client_server(
     listener: TcpListener,
     gate: Data<Gate>,
     workers: usize,
 ) -> anyhow::Result<Server> {
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(gate.clone())
-            .route("/v1/register", web::post().to(routes::register))
-            .route("/v1/verify", web::post().to(routes::verify))
-            .route(
-                "/v1/websocket/{tail:.*}",
-                web::get().to(websocket::websocket),
-            )
-            .route("/v1/websocket", web::get().to(websocket::websocket))
-            .default_service(web::to(routes::unrouted))
-    })
-    .workers(workers)
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .listen(listener)?
-    .run();
+    let local = listener.local_addr()?;
+    let server = Server::build()
+        .workers(workers)
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .listen("signal-gate", listener, move || {
+            let app = client_app(gate.clone());
+            let http = HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .local_addr(local)
+                .h1(map_config(app, |()| AppConfig::default()));
+            fn_service(|stream: TcpStream| {
+                let peer = stream.peer_addr().ok();
+                ready(Ok::<_, DispatchError>((JsonBareErrors::new(stream), peer)))
+            })
+            .and_then(http)
+        })?
+        .run();
     Ok(server)
+}
+
+/// The client API's routes.
+fn client_app(
+    gate: Data<Gate>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(gate)
+        .route("/v1/register", web::post().to(routes::register))
+        .route("/v1/verify", web::post().to(routes::verify))
+        .route(
+            "/v1/websocket/{tail:.*}",
+            web::get().to(websocket::websocket),
+        )
+        .route("/v1/websocket", web::get().to(websocket::websocket))
+        .default_service(web::to(routes::unrouted))
 }
 
 fn admin_server(

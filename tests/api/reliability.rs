@@ -11,7 +11,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::helpers::{
-    error_of, spawn_app_with, spread_number, unreachable_serve_vars, ServeProcess, BINARY, SITEKEY,
+    error_of, spawn_app, spawn_app_with, spread_number, unreachable_serve_vars, ServeProcess,
+    BINARY, SITEKEY,
 };
 
 #[tokio::test]
@@ -345,4 +346,84 @@ async fn a_guess_that_may_have_been_checked_stays_counted() {
         status, 429,
         "three timed-out guesses spent the session's budget"
     );
+}
+
+/// Sends `bytes` on a fresh connection and reads until the gate closes it.
+async fn raw_exchange(url: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connected");
+    stream.write_all(bytes).await.expect("sent");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn requests_the_http_parser_refuses_get_json_errors_with_stable_codes() {
+    let app = spawn_app().await;
+    let many_headers: String = (0..120).map(|i| format!("X-{i}: y\r\n")).collect();
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_owned(), "400", "malformed_request"),
+        (
+            "GET / HTTP/9.9\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            "POST /v1/register HTTP/1.1\r\nHost x\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            "POST /v1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\
+             Content-Length: 6\r\n\r\nabcdef"
+                .to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            format!("POST /v1/register HTTP/1.1\r\n{many_headers}\r\n"),
+            "431",
+            "headers_too_large",
+        ),
+        // The head never finishes: actix-http's head timeout.
+        (
+            "POST /v1/register HTTP/1.1\r\nHost: x\r\n".to_owned(),
+            "408",
+            "request_timeout",
+        ),
+    ];
+    for (request, status, code) in &cases {
+        let answer = raw_exchange(&app.url, request.as_bytes()).await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{request:?}: {head}"
+        );
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(body["code"], *code, "{request:?}");
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let counted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("signal_gate_malformed_http_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("the counter is exported");
+    // The counter is process-wide and other tests share the process.
+    assert!(counted >= cases.len() as u64, "{counted}");
 }
