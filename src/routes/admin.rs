@@ -57,7 +57,7 @@ async fn healthz() -> HttpResponse {
 /// Ready when the database takes a write and signal-server answers on its port.
 async fn readyz(gate: Data<Gate>) -> HttpResponse {
     let mut problems = Vec::new();
-    if let Err(error) = gate.store.clear_number(&probe_hash(&gate)).await {
+    if let Err(error) = gate.store.probe_write(&probe_hash(&gate)).await {
         tracing::warn!(error = %error, "readiness: database not writable");
         problems.push("database not writable");
     }

@@ -158,6 +158,10 @@ pub trait GateStore: Send + Sync {
         number: &NumberHash,
     ) -> Result<(Option<SendState>, Option<GuessState>), StoreError>;
 
+    /// Writes a row under `probe` and removes it again in one committed transaction: proof for
+    /// readiness that writes reach the database file, which a write that changes nothing is not.
+    async fn probe_write(&self, probe: &NumberHash) -> Result<(), StoreError>;
+
     /// Clears a number's cooldown, lockout and wrong codes; true when there was anything.
     async fn clear_number(&self, number: &NumberHash) -> Result<bool, StoreError>;
 

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::policy::{GuessState, SendState};
 use super::{
@@ -202,6 +203,72 @@ fn send_state(row: &sqlx::sqlite::SqliteRow) -> Result<SendState, sqlx::Error> {
     })
 }
 
+/// One write transaction on the pool's connection.
+///
+/// It begins with `BEGIN IMMEDIATE`, which takes the write lock at once, where SQLite's busy
+/// timeout applies; a deferred transaction that reads and then writes gets `SQLITE_BUSY`
+/// without waiting when another process holds the lock.
+///
+/// A transaction that is neither committed nor rolled back (an error, a failed `COMMIT`, a
+/// cancelled request) closes its connection instead of returning it to the pool, and SQLite
+/// rolls back on close. After a failed `COMMIT` (a full disk, an I/O error) SQLite may or may
+/// not have rolled back already; sqlx's own transactions then lose count of what is open, and
+/// every later write went into a transaction that was never committed, while clients were told
+/// 200. A fresh connection starts clean.
+struct WriteTransaction {
+    connection: PoolConnection<Sqlite>,
+    open: bool,
+}
+
+impl WriteTransaction {
+    async fn begin(pool: &SqlitePool) -> Result<WriteTransaction, sqlx::Error> {
+        let mut transaction = WriteTransaction {
+            connection: pool.acquire().await?,
+            open: true,
+        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *transaction.connection)
+            .await?;
+        Ok(transaction)
+    }
+
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self.connection).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *self.connection)
+            .await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
+    }
+}
+
+impl Drop for WriteTransaction {
+    fn drop(&mut self) {
+        if self.open {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
 impl SqliteStore {
     async fn read_send_state(
         &self,
@@ -237,11 +304,14 @@ impl GateStore for SqliteStore {
         now: u64,
     ) -> Result<Result<SendClaim, SendWait>, StoreError> {
         self.file_intact()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
         let before = self.read_send_state(&mut tx, number).await?;
         let after = match self.schedule.decide(before, now) {
             Ok(after) => after,
-            Err(wait) => return Ok(Err(wait)),
+            Err(wait) => {
+                tx.rollback().await?;
+                return Ok(Err(wait));
+            }
         };
         sqlx::query(
             "INSERT INTO send_schedules (number_hash, window_start, sends, next_send_at)
@@ -346,7 +416,7 @@ impl GateStore for SqliteStore {
         now: u64,
     ) -> Result<Result<GuessClaim, GuessRefusal>, StoreError> {
         self.file_intact()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
         let session_wrong: i64 =
             sqlx::query_scalar("SELECT wrong_codes FROM sessions WHERE session_hash = ?")
                 .bind(&session.as_bytes()[..])
@@ -368,7 +438,10 @@ impl GateStore for SqliteStore {
         let session_wrong = session_wrong.clamp(0, 1 << 20) as u32;
         let after = match self.guesses.decide(number_state, session_wrong, now) {
             Ok(after) => after,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => {
+                tx.rollback().await?;
+                return Ok(Err(refusal));
+            }
         };
         sqlx::query("UPDATE sessions SET wrong_codes = wrong_codes + 1 WHERE session_hash = ?")
             .bind(&session.as_bytes()[..])
@@ -392,7 +465,7 @@ impl GateStore for SqliteStore {
     }
 
     async fn release_guess(&self, claim: &GuessClaim) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
         sqlx::query(
             "UPDATE sessions SET wrong_codes = wrong_codes - 1
              WHERE session_hash = ? AND wrong_codes > 0",
@@ -415,7 +488,7 @@ impl GateStore for SqliteStore {
 
     async fn mark_verified(&self, session: &SessionHash, now: u64) -> Result<(), StoreError> {
         self.file_intact()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
         sqlx::query(
             "UPDATE sessions SET verified_at = ? WHERE session_hash = ? AND verified_at IS NULL",
         )
@@ -451,9 +524,27 @@ impl GateStore for SqliteStore {
         Ok((schedule, wrong))
     }
 
+    async fn probe_write(&self, probe: &NumberHash) -> Result<(), StoreError> {
+        self.file_intact()?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO wrong_codes (number_hash, window_start, count) VALUES (?1, 0, 0)
+             ON CONFLICT (number_hash) DO UPDATE SET count = 0",
+        )
+        .bind(&probe.as_bytes()[..])
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM wrong_codes WHERE number_hash = ?")
+            .bind(&probe.as_bytes()[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn clear_number(&self, number: &NumberHash) -> Result<bool, StoreError> {
         self.file_intact()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = WriteTransaction::begin(&self.pool).await?;
         let mut cleared = 0;
         for statement in [
             "DELETE FROM send_schedules WHERE number_hash = ?",

@@ -51,6 +51,43 @@ async fn a_locked_database_is_a_503_and_nothing_passes() {
     );
 }
 
+#[tokio::test]
+async fn a_lock_shorter_than_the_busy_timeout_is_waited_for() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_DATABASE__BUSY_TIMEOUT", "5s")]).await;
+    assert_eq!(
+        app.register(&spread_number(0), "192.0.2.1").await.status(),
+        200
+    );
+    let url = format!("sqlite://{}", app.database.display());
+    let mut locker = SqliteConnectOptions::from_str(&url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("open");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let unlocking = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut locker)
+            .await
+            .expect("unlock");
+        locker.close().await.expect("close");
+    });
+    // A send slot is claimed by reading and then writing; a deferred transaction got
+    // SQLITE_BUSY at once on the write instead of waiting out the busy timeout.
+    let started = std::time::Instant::now();
+    let response = app.register(&spread_number(1), "192.0.2.2").await;
+    assert_eq!(response.status(), 200, "{:?}", error_of(response).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited for the lock"
+    );
+    unlocking.await.expect("unlocked");
+}
+
 #[test]
 fn a_corrupted_database_stops_start_up_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("dir");
@@ -191,6 +228,11 @@ impl TinyDisk {
         while filler.write_all(&block).is_ok() {}
         let _ = filler.sync_all();
     }
+
+    /// Gives the space taken by `fill` back.
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("filler removed");
+    }
 }
 
 impl Drop for TinyDisk {
@@ -239,6 +281,74 @@ async fn a_full_disk_is_a_503_and_nothing_passes() {
         served,
         "no code went out that was not stored"
     );
+}
+
+#[tokio::test]
+async fn after_a_full_disk_is_freed_every_acknowledged_write_reaches_the_file() {
+    let disk = TinyDisk::mount("1m");
+    let file = disk.0.join("gate.db");
+    let url = format!("sqlite://{}", file.display());
+    let app = spawn_app_with(&[("SIGNAL_GATE_DATABASE__URL", &url)]).await;
+    let register = |i: usize| {
+        let (number, address) = (spread_number(i), format!("10.{}.{}.1", i / 200, i % 200));
+        let app = &app;
+        async move { app.register(&number, &address).await }
+    };
+    assert_eq!(register(1).await.status(), 200);
+
+    // Two failed commits in a row once left sqlx counting a transaction that SQLite had
+    // already rolled back: every later write went into a transaction never committed.
+    disk.fill();
+    let mut refused = 0;
+    for i in 2..200 {
+        if register(i).await.status() == 503 {
+            refused += 1;
+        }
+        if refused == 3 {
+            break;
+        }
+    }
+    assert_eq!(refused, 3, "the full disk was noticed");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.admin_url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while no write reaches the disk"
+    );
+
+    disk.free();
+    let stored_before = stored_schedules(&file).await;
+    for i in 500..503 {
+        assert_eq!(
+            register(i).await.status(),
+            200,
+            "served again once there is room"
+        );
+    }
+    assert_eq!(
+        stored_schedules(&file).await,
+        stored_before + 3,
+        "another connection sees every acknowledged cooldown"
+    );
+}
+
+/// Send schedules in the database file, as a second connection sees them.
+async fn stored_schedules(file: &std::path::Path) -> i64 {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+        .expect("url")
+        .read_only(true);
+    let mut connection = options.connect().await.expect("a second connection");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM send_schedules")
+        .fetch_one(&mut connection)
+        .await
+        .expect("counted");
+    connection.close().await.expect("closed");
+    count
 }
 
 #[tokio::test]
