@@ -195,7 +195,8 @@ impl Settings {
             .collect()
     }
 
-    /// The effective configuration as `VARIABLE=value` lines, secrets masked.
+    /// The effective configuration as `VARIABLE=value` lines, secrets masked (a URL's password
+    /// included).
     pub fn describe(&self) -> Vec<String> {
         let set = |present: bool| if present { "<set>" } else { "<unset>" }.to_owned();
         let (l, h, a, p) = (&self.limits, &self.hcaptcha, &self.abuse, &self.policy);
@@ -210,7 +211,7 @@ impl Settings {
             ("NUMBER_KEY", set(true)),
             ("ADMIN__LISTEN", self.admin.listen.to_string()),
             ("ADMIN__TOKEN", set(self.admin.token.is_some())),
-            ("UPSTREAM__URL", self.upstream.url.to_string()),
+            ("UPSTREAM__URL", without_password(&self.upstream.url)),
             ("UPSTREAM__CAPTCHA", set(true)),
             (
                 "UPSTREAM__CONNECT_TIMEOUT",
@@ -219,7 +220,7 @@ impl Settings {
             ("UPSTREAM__TIMEOUT", d(self.upstream.timeout)),
             ("HCAPTCHA__SECRET", set(true)),
             ("HCAPTCHA__SITEKEY", h.sitekey.clone()),
-            ("HCAPTCHA__VERIFY_URL", h.verify_url.to_string()),
+            ("HCAPTCHA__VERIFY_URL", without_password(&h.verify_url)),
             ("HCAPTCHA__HOSTNAMES", h.hostnames.join(",")),
             ("HCAPTCHA__TIMEOUT", d(h.timeout)),
             ("HCAPTCHA__ON_ERROR", lower(&h.on_error)),
@@ -770,6 +771,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("expected a duration like 30s, 10m, 1h or 1d: {e} (got {text:?})"))
 }
 
+/// The URL with any password in it replaced by `***`.
+fn without_password(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() && shown.set_password(Some("***")).is_err() {
+        return "<set>".to_owned();
+    }
+    shown.to_string()
+}
+
 /// Writes a duration the way the configuration reads it.
 pub fn fmt_duration(value: Duration) -> String {
     let millis = value.as_millis();
@@ -892,6 +902,22 @@ mod tests {
         assert_eq!(settings.database.url, "sqlite://data/signal-gate.db");
         assert_eq!(settings.hcaptcha.on_error, OnError::Closed);
         assert!(settings.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_not_shown() {
+        let mut vars = required_vars();
+        vars.insert(
+            "SIGNAL_GATE_UPSTREAM__URL".to_owned(),
+            "http://gate:S3cretPw@127.0.0.1:8081".to_owned(),
+        );
+        let settings = Settings::from_env(vars).expect("valid settings");
+        let shown = settings.describe().join("\n");
+        assert!(!shown.contains("S3cretPw"), "{shown}");
+        assert!(
+            shown.contains("UPSTREAM__URL=http://gate:***@127.0.0.1:8081"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -204,8 +204,7 @@ impl UpstreamClient {
         if !status.is_success() {
             return Err(UpstreamError::Unavailable(format!("status {status}")));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| UpstreamError::Unreadable(format!("answer is not a session: {e}")))
+        parse_session(&bytes)
     }
 
     /// `{base}/v1/verification/session/{segments...}`, each segment escaped.
@@ -244,10 +243,36 @@ fn transport_error(error: reqwest::Error) -> UpstreamError {
         UpstreamError::Timeout
     } else if error.is_connect() {
         // The request never left: signal-server cannot have acted on it.
-        UpstreamError::Unavailable(format!("{error}"))
+        UpstreamError::Unavailable(describe(error))
     } else {
-        UpstreamError::Unreadable(format!("{error}"))
+        UpstreamError::Unreadable(describe(error))
     }
+}
+
+/// A session object from signal-server's answer, with an id it could have given.
+fn parse_session(bytes: &[u8]) -> Result<UpstreamSession, UpstreamError> {
+    let session: UpstreamSession = serde_json::from_slice(bytes)
+        .map_err(|e| UpstreamError::Unreadable(format!("answer is not a session: {e}")))?;
+    if !crate::domain::is_session_id(&session.id) {
+        return Err(UpstreamError::Unreadable(
+            "answer's session id is not one signal-server gives".into(),
+        ));
+    }
+    Ok(session)
+}
+
+/// The error and its causes, without the URL: the URL names the session, and session ids are
+/// kept out of logs.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `Retry-After` in whole seconds, as signal-server writes it.
@@ -270,11 +295,41 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Upstre
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn transport_errors_keep_their_cause_and_leave_the_session_out() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = closed.local_addr().expect("address").port();
+        drop(closed);
+        let url = format!("http://127.0.0.1:{port}/v1/verification/session/SESSION-ID-7/code");
+        let error = reqwest::get(url).await.expect_err("nothing listens");
+        let text = transport_error(error).to_string();
+        assert!(!text.contains("SESSION-ID-7"), "{text}");
+        assert!(text.to_lowercase().contains("connect"), "{text}");
+    }
+
     #[test]
     fn a_session_without_its_verified_field_is_not_a_session() {
         let complete = r#"{"id":"abc=","nextSms":0,"nextCall":null,
             "nextVerificationAttempt":null,"verified":false}"#;
         assert!(serde_json::from_str::<UpstreamSession>(complete).is_ok());
         assert!(serde_json::from_str::<UpstreamSession>(r#"{"id":"abc="}"#).is_err());
+    }
+
+    #[test]
+    fn a_session_whose_id_signal_server_would_not_give_is_unusable() {
+        let with_id = |id: &str| {
+            format!(
+                r#"{{"id":"{id}","nextSms":0,"nextCall":null,"nextVerificationAttempt":null,
+                "allowedToRequestCode":true,"requestedInformation":[],"verified":false}}"#
+            )
+        };
+        assert!(parse_session(with_id("XwlqntmPg3yBJ5uilkkK1w==").as_bytes()).is_ok());
+        for id in ["", "../../etc/passwd", "a b", &"A".repeat(5000)] {
+            let parsed = parse_session(with_id(id).as_bytes());
+            assert!(
+                matches!(parsed, Err(UpstreamError::Unreadable(_))),
+                "{id:?}"
+            );
+        }
     }
 }

@@ -12,3 +12,16 @@ pub use client_address::{ClientAddress, TrustedProxies};
 pub use number_key::{NumberHash, NumberKey, SessionHash};
 pub use phone_number::{NumberError, PhoneNumber};
 pub use request_path::{canonical_path, is_verification_path, PathError};
+
+/// Longest session id taken from a client or from signal-server.
+pub const MAX_SESSION_ID_CHARS: usize = 256;
+
+/// Whether `id` looks like a signal-server session id: URL-safe base64 with padding, of a
+/// bounded length. The gate checks the ids clients send and the ids signal-server answers with.
+pub fn is_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b))
+}

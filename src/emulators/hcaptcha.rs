@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpResponse, HttpServer};
 use rand::distr::{Alphanumeric, SampleString};
@@ -280,13 +281,19 @@ async fn siteverify(state: Data<State>, body: web::Bytes) -> HttpResponse {
         return HttpResponse::Ok().json(failure("bad-request"));
     };
     lock(&state.last_remoteip).clone_from(&form.remoteip);
-    HttpResponse::Ok().json(state.verify(&form))
+    let status = match mode {
+        FaultMode::NormalBodyWithStatus { status } => StatusCode::from_u16(status).ok(),
+        _ => None,
+    };
+    HttpResponse::build(status.unwrap_or(StatusCode::OK)).json(state.verify(&form))
 }
 
 /// The answer a fault mode gives instead of the normal one, after any delay it asks for.
 pub(super) async fn fault_answer(mode: &FaultMode) -> Option<HttpResponse> {
     match mode {
-        FaultMode::Normal | FaultMode::SlowCodes { .. } => None,
+        FaultMode::Normal
+        | FaultMode::SlowCodes { .. }
+        | FaultMode::NormalBodyWithStatus { .. } => None,
         FaultMode::Slow { millis } => {
             tokio::time::sleep(Duration::from_millis(*millis)).await;
             None

@@ -36,4 +36,6 @@ pub enum FaultMode {
     RateLimited { retry_after: Option<u64> },
     /// Answer with a huge body.
     Oversized,
+    /// hCaptcha only: answer as normal, but with this status, as a proxy in front of it might.
+    NormalBodyWithStatus { status: u16 },
 }

@@ -271,25 +271,26 @@ async fn send_code(
     metrics
         .upstream("submit_captcha", handing_over)
         .await
-        .map_err(|e| {
-            // A 4xx here means signal-server refused the gate's own captcha string: a setup fault,
-            // not the client's.
-            tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
-            match e {
-                UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
-                    ApiError::refuse(Reason::UpstreamUnavailable)
-                }
-                other => ApiError::upstream(&other),
+        .map_err(|e| match e {
+            // A 4xx here means signal-server refused the gate's own captcha string: a setup
+            // fault, not the client's.
+            UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
+                tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
+                ApiError::refuse(Reason::UpstreamUnavailable)
             }
+            other => upstream_failed("hand over the captcha", &other),
         })?;
     let requesting = upstream.request_code(&session.id, parsed.transport, &parsed.client, context);
-    metrics
+    let mut answer = metrics
         .upstream("request_code", requesting)
         .await
         .map_err(|e| SendFailure {
             code_may_be_out: e.may_have_acted(),
             error: upstream_failed("request code", &e),
-        })
+        })?;
+    // The client gets the id the gate stored, whatever the code request's answer says.
+    answer.id = session.id;
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ use crate::limits::LimitRule;
 use crate::storage::{GuessClaim, GuessRefusal};
 
 /// Longest session id accepted; signal-server's are well under 100 characters.
-const MAX_SESSION_ID_CHARS: usize = 256;
 /// Longest code accepted; signal-server's codes have six digits.
 const MAX_CODE_CHARS: usize = 16;
 
@@ -133,12 +132,7 @@ fn parse_request(body: VerifyBody) -> Result<VerifyRequest, ApiError> {
     else {
         return Err(invalid());
     };
-    // signal-server's ids are URL-safe base64 with padding.
-    let id_ok = !session_id.is_empty()
-        && session_id.len() <= MAX_SESSION_ID_CHARS
-        && session_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b));
+    let id_ok = crate::domain::is_session_id(&session_id);
     let code_ok = !code.is_empty()
         && code.len() <= MAX_CODE_CHARS
         && code.bytes().all(|b| b.is_ascii_digit());

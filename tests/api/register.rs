@@ -328,10 +328,14 @@ async fn signal_captcha_forms_with_the_right_site_key_pass() {
 #[tokio::test]
 async fn captcha_outages_fail_closed() {
     let app = spawn_app().await;
+    // A proxy's 502 or 429 that carries a success body once let the request through.
     let faults = [
         FaultMode::Fail { status: 500 },
         FaultMode::Garbage,
         FaultMode::Slow { millis: 1500 },
+        FaultMode::Oversized,
+        FaultMode::NormalBodyWithStatus { status: 502 },
+        FaultMode::NormalBodyWithStatus { status: 429 },
     ];
     for (i, fault) in faults.into_iter().enumerate() {
         app.hcaptcha.set_mode(fault.clone());
