@@ -53,11 +53,42 @@ fn escape_delimiters(path: &str) -> String {
 /// True when the target reaches signal-server's verification-session API, however spelled;
 /// a target with no canonical form counts as one, so it is refused rather than passed on.
 pub fn is_verification_path(target: &str) -> bool {
-    let Ok(path) = canonical_path(target) else {
-        return true;
+    // Read both as a proxy reads a request target and as `java.net.URI` reads a WebSocket
+    // frame's path (signal-server builds each frame's request with `URI.create`): `//x/v1/...`
+    // is a path to the one and an authority `x` to the other.
+    [target, uri_path(target)].into_iter().any(|candidate| {
+        let Ok(path) = canonical_path(candidate) else {
+            return true;
+        };
+        let mut segments = path.split('/').skip(1).map(str::to_ascii_lowercase);
+        segments.next().as_deref() == Some("v1")
+            && segments.next().as_deref() == Some("verification")
+    })
+}
+
+/// The path of `target` as `java.net.URI` reads it: any scheme (`ws:`, `x:`) and any
+/// `//authority` before it are not part of it.
+fn uri_path(target: &str) -> &str {
+    let after_scheme = match target.split_once(':') {
+        Some((scheme, rest)) if is_scheme(scheme) => rest,
+        _ => target,
     };
-    let mut segments = path.split('/').skip(1).map(str::to_ascii_lowercase);
-    segments.next().as_deref() == Some("v1") && segments.next().as_deref() == Some("verification")
+    match after_scheme.strip_prefix("//") {
+        Some(authority_and_path) => {
+            let end = authority_and_path
+                .find(['/', '?', '#'])
+                .unwrap_or(authority_and_path.len());
+            &authority_and_path[end..]
+        }
+        None => after_scheme,
+    }
+}
+
+/// RFC 3986's scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// `http://host/path` and `https://host/path` to `/path`.
@@ -132,6 +163,16 @@ mod tests {
             "http://gate.example.org/v1/verification/session",
             "HTTPS://gate.example.org/v1/%76erification/session",
             "/v1/verification/session#x",
+            // How java.net.URI reads a WebSocket frame's path: scheme and authority dropped.
+            "//evil/v1/verification/session",
+            "//user@evil.example:80/v1/verification/session?x=1",
+            "ws://example.org/v1/verification/session",
+            "wss://x/v1/verification/session/abc/code",
+            "x:/v1/verification/session",
+            "http:/v1/verification/session",
+            "file:///v1/verification/session",
+            "a+b.c-d://h/v1/verification/session",
+            "urn:/v1/verification/session",
         ];
         for spelling in spellings {
             assert!(is_verification_path(spelling), "{spelling} slipped through");

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::decision::{DecisionLog, Endpoint, Reason};
-use crate::domain::is_verification_path;
+use crate::domain::{canonical_path, is_verification_path};
 use crate::gate::Gate;
 use frames::WebSocketMessage;
 
@@ -52,10 +52,20 @@ const FORWARDED_HEADERS: [&str; 4] = [
 /// client as it would without the gate. A plain unauthenticated `/v1/websocket/` is accepted at
 /// once and connects upstream on its first frame for signal-server (see [`Upstream`]).
 pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) -> HttpResponse {
+    if !is_plain_path(request.path()) {
+        // `/v1/websocket/../verification/...` and the like: not a socket, and never relayed.
+        return crate::routes::unrouted(request, body, gate).await;
+    }
     let address = gate.client_address(&request);
     let Ok(target) = UpstreamTarget::for_request(&request, &gate, address.ip()) else {
         return HttpResponse::BadRequest().json(json!({
             "code": "invalid_request", "message": "The upgrade request cannot be relayed."
+        }));
+    };
+    // The upgrade is checked before signal-server is asked for anything.
+    let Ok((response, session, stream)) = actix_ws::handle(&request, body) else {
+        return HttpResponse::BadRequest().json(json!({
+            "code": "invalid_request", "message": "Expected a WebSocket upgrade."
         }));
     };
     let upstream = if opens_upstream_at_once(&request) {
@@ -71,14 +81,6 @@ pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) ->
     } else {
         Upstream::Waiting(Box::new(target))
     };
-    let (response, session, stream) = match actix_ws::handle(&request, body) {
-        Ok(parts) => parts,
-        Err(_) => {
-            return HttpResponse::BadRequest().json(json!({
-                "code": "invalid_request", "message": "Expected a WebSocket upgrade."
-            }))
-        }
-    };
     let stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
@@ -86,6 +88,14 @@ pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) ->
     let block = address.block_label();
     actix_web::rt::spawn(relay(session, stream, upstream, gate, block));
     response
+}
+
+/// Whether `path` is already in canonical form (a trailing slash aside), so that the path
+/// relayed is the path the client's proxy routed on and no other.
+fn is_plain_path(path: &str) -> bool {
+    canonical_path(path).is_ok_and(|canonical| {
+        path == canonical || path.strip_suffix('/') == Some(canonical.as_str())
+    })
 }
 
 /// Whether signal-server must see this upgrade before the client is accepted: it presents
@@ -330,24 +340,25 @@ impl ClientFrame<'_> {
         client: &mut Session,
         upstream: &mut Upstream,
     ) -> Next {
+        // Every frame counts against the rate, pings and text included: any of them costs
+        // signal-server, or the gate, a frame.
+        let is_close = matches!(message, AggregatedMessage::Close(_));
+        if !is_close && !self.budget.take() {
+            return closing(1008);
+        }
         let forwarded = match message {
-            AggregatedMessage::Binary(bytes) => {
-                if !self.budget.take() {
-                    return closing(1008);
+            AggregatedMessage::Binary(bytes) => match guard(&bytes) {
+                Guarded::Relay => upstream.send(Message::Binary(bytes)).await,
+                Guarded::Answer(frame) => {
+                    let log = DecisionLog::new(Endpoint::Websocket, self.block.to_owned());
+                    log.finish(Reason::WebsocketVerification, 403, &self.gate.metrics);
+                    return match client.binary(frame).await {
+                        Ok(()) => Next::Continue,
+                        Err(_) => Next::Close(None),
+                    };
                 }
-                match guard(&bytes) {
-                    Guarded::Relay => upstream.send(Message::Binary(bytes)).await,
-                    Guarded::Answer(frame) => {
-                        let log = DecisionLog::new(Endpoint::Websocket, self.block.to_owned());
-                        log.finish(Reason::WebsocketVerification, 403, &self.gate.metrics);
-                        return match client.binary(frame).await {
-                            Ok(()) => Next::Continue,
-                            Err(_) => Next::Close(None),
-                        };
-                    }
-                    Guarded::Malformed => return closing(1007),
-                }
-            }
+                Guarded::Malformed => return closing(1007),
+            },
             AggregatedMessage::Text(text) => {
                 upstream.send(Message::Text(text.to_string().into())).await
             }

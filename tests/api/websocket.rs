@@ -70,6 +70,11 @@ async fn verification_frames_never_reach_signal_server_and_others_flow_both_ways
             "/v1;x=1/verification/session",
             "/v1/%76erification/session",
             "/v1/verification%2Fsession",
+            // java.net.URI, which signal-server reads a frame's path with, drops a scheme
+            // and an authority.
+            "//evil/v1/verification/session",
+            "ws://x/v1/verification/session",
+            "x:/v1/verification/session",
         ];
         for (i, path) in spellings.iter().enumerate() {
             send(
@@ -235,6 +240,22 @@ async fn frame_rate_and_size_are_bounded_per_connection() {
         "policy violation"
     );
 
+    // Text frames and pings count too: a flood of them is a flood all the same.
+    let floods: [fn(u64) -> Message; 2] = [
+        |id| Message::Text(format!("frame {id}").into()),
+        |id| Message::Ping(id.to_be_bytes().to_vec().into()),
+    ];
+    for (kind, flood) in floods.into_iter().enumerate() {
+        let mut socket = connect(&app.url, Some("Basic dXNlcjpwYXNz")).await;
+        let _pushed = next_frame(&mut socket).await;
+        for id in 0..300 {
+            if socket.send(flood(id)).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(close_code(&mut socket).await, Some(1008), "flood {kind}");
+    }
+
     let mut oversized = connect(&app.url, None).await;
     let huge = WebSocketMessage::request(1, "PUT", "/v1/keys", Some(vec![b'x'; 512 * 1024]));
     let _ = oversized
@@ -285,6 +306,10 @@ async fn verification_paths_over_http_are_refused_by_the_gate_and_counted() {
         ("POST", "//v1//verification/session?x=1"),
         ("POST", "/v1/verification%2Fsession"),
         ("POST", "http://gate.test/v1/verification/session"),
+        // Under the WebSocket's route, but not the WebSocket: never opened upstream.
+        ("GET", "/v1/websocket/../verification/session/abc"),
+        ("GET", "/v1/websocket/%2e%2e/verification/session/abc"),
+        ("GET", "/v1/websocket/x/../../verification/session/abc/code"),
     ];
     for (method, target) in spellings {
         let (status, body) = raw_request(&app.url, method, target).await;
@@ -296,6 +321,7 @@ async fn verification_paths_over_http_are_refused_by_the_gate_and_counted() {
         );
     }
     assert_eq!(app.signal.calls(), [0; 4], "nothing reached signal-server");
+    assert_eq!(app.signal.websocket_connections(), 0);
     let (status, body) = raw_request(&app.url, "GET", "/v1/elsewhere").await;
     assert_eq!((status, body.contains("not_found")), (404, true), "{body}");
 
