@@ -59,6 +59,8 @@ struct State {
     sessions: Mutex<HashMap<String, Session>>,
     inbox: Mutex<HashMap<String, Vec<String>>>,
     forwarded_for: Mutex<Vec<String>>,
+    /// Header names of the last WebSocket upgrade, lower case.
+    upgrade_headers: Mutex<Vec<String>>,
     mode: Mutex<FaultMode>,
     counters: Counters,
 }
@@ -89,6 +91,7 @@ impl SignalServerEmulator {
             sessions: Mutex::new(HashMap::new()),
             inbox: Mutex::new(HashMap::new()),
             forwarded_for: Mutex::new(Vec::new()),
+            upgrade_headers: Mutex::new(Vec::new()),
             mode: Mutex::new(FaultMode::Normal),
             counters: Counters::default(),
         });
@@ -165,6 +168,11 @@ impl SignalServerEmulator {
 
     pub fn set_mode(&self, mode: FaultMode) {
         *lock(&self.state.mode) = mode;
+    }
+
+    /// Header names of the last WebSocket upgrade this server accepted, lower case.
+    pub fn upgrade_headers(&self) -> Vec<String> {
+        lock(&self.state.upgrade_headers).clone()
     }
 
     /// WebSocket connections opened to this server.
@@ -483,6 +491,11 @@ async fn websocket(
     let state = state.into_inner();
     state.counters.ws_connections.fetch_add(1, Ordering::SeqCst);
     state.note_forwarded_for(&request);
+    *lock(&state.upgrade_headers) = request
+        .headers()
+        .keys()
+        .map(|name| name.as_str().to_owned())
+        .collect();
     let authenticated = presents_credentials(&request);
     actix_web::rt::spawn(async move {
         use futures_util::StreamExt;

@@ -21,7 +21,7 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderMap;
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as UpstreamCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -37,12 +37,28 @@ const MAX_FRAME_BYTES: usize = 256 * 1024;
 const FRAMES_PER_SECOND: f64 = 50.0;
 /// How long the upstream WebSocket handshake may take.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Headers passed to signal-server as the proxy would pass them.
-const FORWARDED_HEADERS: [&str; 4] = [
-    "authorization",
-    "user-agent",
-    "x-signal-agent",
-    "accept-language",
+/// Upgrade headers not passed to signal-server: the hop's own (the gate makes its own
+/// handshake), and the client's claims about its address, which the gate replaces with the
+/// address it resolved. Everything else passes as a proxy would pass it (`Authorization`,
+/// `User-Agent`, `X-Signal-Agent`, `X-Signal-Receive-Stories`, ...).
+const HOP_HEADERS: [&str; 17] = [
+    "host",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "content-length",
+    "proxy-authorization",
+    "proxy-connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-for",
 ];
 
 /// `GET /v1/websocket/`: relays the socket to signal-server, guarding every client frame.
@@ -143,10 +159,13 @@ impl UpstreamTarget {
         url.set_path(request.path());
         url.set_query(request.uri().query());
         let mut headers = HeaderMap::new();
-        for name in FORWARDED_HEADERS {
-            if let Some(value) = request.headers().get(name) {
-                headers.insert(name, value.as_bytes().try_into()?);
+        for (name, value) in request.headers() {
+            let name = name.as_str();
+            if HOP_HEADERS.contains(&name) || name.starts_with("x-forwarded-") {
+                continue;
             }
+            let name = HeaderName::from_bytes(name.as_bytes())?;
+            headers.append(name, value.as_bytes().try_into()?);
         }
         headers.insert("x-forwarded-for", client.to_string().parse()?);
         Ok(Self {

@@ -192,6 +192,38 @@ async fn an_unauthenticated_socket_reaches_signal_server_only_for_a_frame_it_mus
     let seen = app.signal.forwarded_for();
     assert_eq!(seen.last().map(String::as_str), Some("127.0.0.1"));
 
+    // Headers pass as a proxy would pass them, but not the client's claims about its address.
+    let target = format!("{}/v1/websocket/", app.url.replace("http://", "ws://"));
+    let mut request = target.into_client_request().expect("request");
+    for (name, value) in [
+        ("x-signal-receive-stories", "true"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+    ] {
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("value"));
+    }
+    let (mut with_headers, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    send(
+        &mut with_headers,
+        WebSocketMessage::request(5, "GET", "/v1/keys", None),
+    )
+    .await;
+    let _answer = next_frame(&mut with_headers).await;
+    let passed = app.signal.upgrade_headers();
+    assert!(
+        passed.contains(&"x-signal-receive-stories".to_owned()),
+        "{passed:?}"
+    );
+    assert!(!passed.contains(&"x-real-ip".to_owned()), "{passed:?}");
+    // The tests' loopback peer is a trusted proxy, so the client is the address it names;
+    // signal-server gets that one address, the gate's reading, and nothing the client wrote.
+    let seen = app.signal.forwarded_for();
+    assert_eq!(seen.last().map(String::as_str), Some("6.6.6.6"));
+
     // Credentials in the query, as signal-server also reads them, connect at once.
     let target = format!(
         "{}/v1/websocket/?login=a&password=b",
@@ -202,7 +234,7 @@ async fn an_unauthenticated_socket_reaches_signal_server_only_for_a_frame_it_mus
         .expect("upgrade");
     let pushed = next_frame(&mut with_query).await;
     assert!(pushed.is_request(), "pushed on an account's socket");
-    assert_eq!(app.signal.websocket_connections(), 2);
+    assert_eq!(app.signal.websocket_connections(), 3);
 }
 
 /// Reads until the socket closes and returns the close code, if any.
