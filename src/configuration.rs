@@ -749,11 +749,19 @@ fn http_url(
     suffix: &str,
     key: &str,
 ) -> Result<Url, ConfigError> {
-    let url: Url = field(section, suffix, key)?;
+    let text = required(section, suffix, key)?.trim();
+    // A URL may carry a password: errors show it masked, or not at all when it does not parse.
+    let url = Url::parse(text).map_err(|e| {
+        problem(
+            suffix,
+            format!("{e} (the value is not shown: it may hold a password)"),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        let shown = without_password(&url);
         return Err(problem(
             suffix,
-            format!("must be an http(s) URL with a host (got {url})"),
+            format!("must be an http(s) URL with a host (got {shown})"),
         ));
     }
     Ok(url)
@@ -918,6 +926,26 @@ mod tests {
             shown.contains("UPSTREAM__URL=http://gate:***@127.0.0.1:8081"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_url_that_is_refused_is_not_echoed_with_its_password() {
+        let bad = [
+            ("SIGNAL_GATE_UPSTREAM__URL", "http://u:Pw1@127.0.0.1:99999"),
+            ("SIGNAL_GATE_UPSTREAM__URL", "ftp://u:Pw1@127.0.0.1/"),
+            ("SIGNAL_GATE_HCAPTCHA__VERIFY_URL", "http://u:Pw1@[::1/"),
+            (
+                "SIGNAL_GATE_ALERTS__WEBHOOK_URL",
+                "ftp://u:Pw1@127.0.0.1/hook",
+            ),
+        ];
+        for (name, value) in bad {
+            let mut vars = required_vars();
+            vars.insert(name.to_owned(), value.to_owned());
+            let error = Settings::from_env(vars).expect_err("refused");
+            assert!(!error.to_string().contains("Pw1"), "{error}");
+            assert_eq!(error.variable, name, "{error}");
+        }
     }
 
     #[test]
