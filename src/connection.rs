@@ -1,24 +1,32 @@
-//! The client listener's connections, with actix-http's bare answers made JSON.
+//! The client listener's connections: actix-http's bare answers made JSON, and a time limit on
+//! every request head, not only a connection's first.
 //!
 //! A request that actix-http's HTTP/1 parser refuses (a bad request line, a header line without
 //! a colon, conflicting lengths, too many headers) or whose head does not arrive in time never
 //! reaches a handler: the parser answers 400, 431 or 408 itself, with an empty body, and offers
 //! no hook to change that. The gate's contract is a JSON error with a stable code for every
-//! client mistake, so each client connection is wrapped in [`JsonBareErrors`], which recognises
-//! exactly those answers on their way out and writes the gate's JSON error in their place.
+//! client mistake, so each client connection is wrapped in a [`ClientConnection`], which
+//! recognises exactly those answers on their way out and writes the gate's JSON error in their
+//! place. Nothing else the gate sends can be mistaken for one: every answer of its own carries
+//! a JSON body, so none has `content-length: 0` under one of those three statuses.
 //!
-//! Nothing else the gate sends can be mistaken for one: every answer of its own carries a
-//! JSON body, so none has `content-length: 0` under one of those three statuses.
+//! actix-http times only a connection's first request head. On a kept-alive connection a
+//! client could start a second head and never finish it, holding the connection for ever, one
+//! byte at a time if it liked. The wrapper times every later head itself ([`HeadClock`]) and
+//! answers 408 `request_timeout` when one is not complete in time.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use memchr::memmem;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Bare answers replaced since start, exported as `signal_gate_malformed_http_total`.
 static REPLACED: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -28,10 +36,105 @@ pub fn malformed_http_counter() -> Counter {
     REPLACED.clone()
 }
 
-/// A connection whose bare parser answers are replaced by JSON errors on the way out.
-pub struct JsonBareErrors<T> {
+/// A client connection whose bare parser answers are replaced by JSON errors on the way out,
+/// and whose request heads are timed.
+pub struct ClientConnection<T> {
     io: T,
     replacing: Option<Replacement>,
+    head: HeadClock,
+}
+
+/// Whether `bytes`, after the four bytes in `window`, hold the blank line that ends a head;
+/// `window` then holds the last four bytes seen.
+fn ends_head(window: &mut u32, bytes: &[u8]) -> bool {
+    const BLANK_LINE: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+    // Across the boundary with the previous read, byte by byte; within this read, memmem.
+    for byte in bytes.iter().take(3) {
+        *window = (*window << 8) | u32::from(*byte);
+        if *window == BLANK_LINE {
+            return true;
+        }
+    }
+    if memmem::find(bytes, b"\r\n\r\n").is_some() {
+        return true;
+    }
+    for byte in bytes.iter().skip(bytes.len().saturating_sub(4).max(3)) {
+        *window = (*window << 8) | u32::from(*byte);
+    }
+    false
+}
+
+/// Where a connection is between requests, for timing heads.
+enum HeadClock {
+    /// Between requests: the clock starts with the first byte of the next head.
+    Awaiting {
+        limit: Duration,
+        deadline: Option<Pin<Box<Sleep>>>,
+        /// The last four bytes read, to find the blank line that ends a head across reads.
+        window: u32,
+    },
+    /// A head is complete; the request's body and answer are the handlers' to time.
+    InRequest { limit: Duration },
+    /// Switched to the WebSocket protocol: no more heads.
+    Upgraded,
+}
+
+impl HeadClock {
+    fn new(limit: Duration) -> HeadClock {
+        HeadClock::Awaiting {
+            limit,
+            deadline: None,
+            window: 0,
+        }
+    }
+
+    /// Notes bytes read from the client; starts the clock on a head's first byte and stops it
+    /// at the blank line that ends the head.
+    fn read(&mut self, bytes: &[u8], cx: &mut Context<'_>) {
+        let HeadClock::Awaiting {
+            limit,
+            deadline,
+            window,
+        } = self
+        else {
+            return;
+        };
+        if bytes.is_empty() {
+            return;
+        }
+        if ends_head(window, bytes) {
+            *self = HeadClock::InRequest { limit: *limit };
+            return;
+        }
+        if deadline.is_none() {
+            let mut sleep = Box::pin(tokio::time::sleep(*limit));
+            // Polled once so that it wakes this connection when it runs out.
+            let _ = sleep.as_mut().poll(cx);
+            *deadline = Some(sleep);
+        }
+    }
+
+    /// Notes an answer going out: the end of a request, unless it is an interim `100
+    /// Continue`, or the switch to the WebSocket protocol.
+    fn wrote(&mut self, bytes: &[u8]) {
+        let status = bytes.get(8..13);
+        if status == Some(b" 101 ") {
+            *self = HeadClock::Upgraded;
+        } else if let (HeadClock::InRequest { limit }, false) = (&*self, status == Some(b" 100 ")) {
+            *self = HeadClock::new(*limit);
+        }
+    }
+
+    /// Whether a started head has run out of time.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match self {
+            HeadClock::Awaiting {
+                deadline: Some(sleep),
+                ..
+            } => sleep.as_mut().poll(cx).is_ready(),
+            _ => false,
+        }
+    }
 }
 
 /// The JSON answer being written in place of a bare one.
@@ -42,11 +145,13 @@ struct Replacement {
     replaces: usize,
 }
 
-impl<T> JsonBareErrors<T> {
-    pub fn new(io: T) -> Self {
+impl<T> ClientConnection<T> {
+    /// Wraps `io`; a request head must be complete within `head_limit` of its first byte.
+    pub fn new(io: T, head_limit: Duration) -> Self {
         Self {
             io,
             replacing: None,
+            head: HeadClock::new(head_limit),
         }
     }
 }
@@ -99,7 +204,7 @@ fn json_answer(status: u16, code: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-impl<T: AsyncWrite + Unpin> JsonBareErrors<T> {
+impl<T: AsyncWrite + Unpin> ClientConnection<T> {
     /// Writes what is left of the replacement; ready with the bare answer's length when done.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Some(replacement) = self.replacing.as_mut() else {
@@ -119,7 +224,7 @@ impl<T: AsyncWrite + Unpin> JsonBareErrors<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for JsonBareErrors<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientConnection<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -127,6 +232,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonBareErrors<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.replacing.is_none() {
+            this.head.wrote(buf);
             match find_bare_answer(buf) {
                 None => return Pin::new(&mut this.io).poll_write(cx, buf),
                 // What comes before it (answers to earlier pipelined requests) goes out as is.
@@ -154,13 +260,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonBareErrors<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for JsonBareErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientConnection<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.head.expired(cx) {
+            // Best effort: the client may not be reading either. The error ends the connection.
+            let answer = json_answer(408, BARE_ANSWERS[1].2, BARE_ANSWERS[1].3);
+            let _ = Pin::new(&mut this.io).poll_write(cx, &answer);
+            REPLACED.inc();
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let before = buf.filled().len();
+        let read = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        this.head.read(&buf.filled()[before..], cx);
+        Poll::Ready(read)
     }
 }
 
@@ -170,7 +287,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     async fn written(chunks: &[&[u8]]) -> String {
-        let mut out = JsonBareErrors::new(Vec::new());
+        let mut out = ClientConnection::new(Vec::new(), Duration::from_secs(5));
         for chunk in chunks {
             out.write_all(chunk).await.expect("written");
         }
@@ -199,6 +316,41 @@ mod tests {
         assert!(written(&[many])
             .await
             .contains(r#""code":"headers_too_large""#));
+    }
+
+    #[tokio::test]
+    async fn the_head_clock_runs_between_requests_only() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut clock = HeadClock::new(Duration::from_secs(5));
+        let is = |clock: &HeadClock| match clock {
+            HeadClock::Awaiting { deadline, .. } => ("awaiting", deadline.is_some()),
+            HeadClock::InRequest { .. } => ("in request", false),
+            HeadClock::Upgraded => ("upgraded", false),
+        };
+        clock.read(b"POST /v1/register HTTP/1.1\r\nHost: x\r", &mut cx);
+        assert_eq!(is(&clock), ("awaiting", true), "a head has started");
+        clock.read(b"\n\r\n{}", &mut cx);
+        assert_eq!(
+            is(&clock),
+            ("in request", false),
+            "the blank line ends it across reads"
+        );
+        clock.wrote(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(
+            is(&clock),
+            ("in request", false),
+            "an interim answer ends nothing"
+        );
+        clock.wrote(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+        assert_eq!(
+            is(&clock),
+            ("awaiting", false),
+            "the clock waits for a first byte"
+        );
+        clock.read(b"GET /v1/websocket/ HTTP/1.1\r\n\r\n", &mut cx);
+        clock.wrote(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        clock.read(b"\x82\x05hello", &mut cx);
+        assert_eq!(is(&clock), ("upgraded", false), "frames are not heads");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use crate::abuse::Blocklist;
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Settings;
-use crate::connection::JsonBareErrors;
+use crate::connection::ClientConnection;
 use crate::decision::log_budget;
 use crate::gate::{Gate, GateParts};
 use crate::limits::{LimitRule, MemoryLimitStore, Rate};
@@ -251,7 +251,7 @@ fn limit_rates(settings: &Settings) -> Vec<(LimitRule, Rate)> {
 
 /// The client API's server. It is assembled from actix-web's parts rather than by
 /// `HttpServer`, with the same settings, so that each connection can be wrapped in
-/// [`JsonBareErrors`].
+/// [`ClientConnection`].
 fn client_server(
     listener: TcpListener,
     gate: Data<Gate>,
@@ -271,7 +271,10 @@ fn client_server(
                 .h1(map_config(app, |()| AppConfig::default()));
             fn_service(|stream: TcpStream| {
                 let peer = stream.peer_addr().ok();
-                ready(Ok::<_, DispatchError>((JsonBareErrors::new(stream), peer)))
+                ready(Ok::<_, DispatchError>((
+                    ClientConnection::new(stream, CLIENT_REQUEST_TIMEOUT),
+                    peer,
+                )))
             })
             .and_then(http)
         })?

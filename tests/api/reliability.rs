@@ -537,3 +537,58 @@ async fn requests_the_http_parser_refuses_get_json_errors_with_stable_codes() {
     // The counter is process-wide and other tests share the process.
     assert!(counted >= cases.len() as u64, "{counted}");
 }
+
+#[tokio::test]
+async fn a_later_head_on_a_kept_alive_connection_is_timed_too() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let app = spawn_app().await;
+    let address = app.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connected");
+    let mut stream = BufReader::new(stream);
+    let first = "POST /v1/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: 2\r\n\r\n{}";
+    stream
+        .get_mut()
+        .write_all(first.as_bytes())
+        .await
+        .expect("sent");
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.expect("a header line");
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().expect("a length");
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .expect("the first answer's body");
+
+    // actix-http times only a connection's first head; this one never finishes.
+    let started = std::time::Instant::now();
+    let second = "POST /v1/register HTTP/1.1\r\nHost: x\r\n";
+    stream
+        .get_mut()
+        .write_all(second.as_bytes())
+        .await
+        .expect("sent");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut answer))
+        .await
+        .expect("the gate closed the connection")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

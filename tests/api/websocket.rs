@@ -396,3 +396,19 @@ async fn with_signal_server_down_a_waiting_socket_closes_with_1011_on_its_first_
     .await;
     assert_eq!(close_code(&mut socket).await, Some(1011));
 }
+
+#[tokio::test]
+async fn a_websocket_quiet_for_longer_than_the_head_limit_stays_open() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.url, Some("Basic dXNlcjpwYXNz")).await;
+    let _pushed = next_frame(&mut socket).await;
+    // Longer than the five seconds a request head may take: frames are not heads.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    send(
+        &mut socket,
+        WebSocketMessage::request(3, "GET", "/v1/keys", None),
+    )
+    .await;
+    let answer = next_frame(&mut socket).await.response.expect("a response");
+    assert_eq!((answer.id, answer.status), (Some(3), Some(200)));
+}
