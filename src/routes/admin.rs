@@ -24,6 +24,15 @@ pub struct AdminToken(pub Option<SecretString>);
 /// Registers every operator route.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
+        .app_data(web::JsonConfig::default().error_handler(|error, _| {
+            // The operator API answers in JSON too. The parser's message is not echoed: it can
+            // quote the body, and a body can hold a number.
+            let answer = HttpResponse::BadRequest().json(json!({
+                "code": "invalid_request",
+                "message": "The body is not the JSON this endpoint takes (docs/operations.md).",
+            }));
+            actix_web::error::InternalError::from_response(error, answer).into()
+        }))
         .route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))

@@ -150,6 +150,20 @@ async fn blocks_added_through_the_api_refuse_at_once_and_can_be_removed() {
         .await
         .expect("up");
     assert_eq!(bad.status(), 400);
+    let unknown_field = app
+        .http
+        .post(format!("{}/admin/blocks", app.admin_url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"kind": "number", "key": "+447400123456", "duration": "1h", "x": 1}))
+        .send()
+        .await
+        .expect("up");
+    let (status, code, _) = error_of(unknown_field).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "invalid_request"),
+        "a JSON error"
+    );
 }
 
 #[tokio::test]
