@@ -11,13 +11,14 @@
 //! Frame size and frames per second per connection are bounded. An unauthenticated socket
 //! connects to signal-server only when it first has a frame to relay ([`Upstream`]).
 
+mod fragments;
 pub mod frames;
 
 use std::time::{Duration, Instant};
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
+use actix_ws::{CloseCode, CloseReason, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -29,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::decision::{DecisionLog, Endpoint, Reason};
 use crate::domain::{canonical_path, is_verification_path};
 use crate::gate::Gate;
+use fragments::{Assembled, Assembler, ClientMessage};
 use frames::WebSocketMessage;
 
 /// Largest frame relayed; signal-server's own messages are far smaller.
@@ -38,10 +40,11 @@ const FRAMES_PER_SECOND: f64 = 50.0;
 /// How long the upstream WebSocket handshake may take.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upgrade headers not passed to signal-server: the hop's own (the gate makes its own
-/// handshake), and the client's claims about its address, which the gate replaces with the
-/// address it resolved. Everything else passes as a proxy would pass it (`Authorization`,
-/// `User-Agent`, `X-Signal-Agent`, `X-Signal-Receive-Stories`, ...).
-const HOP_HEADERS: [&str; 17] = [
+/// handshake), and the client's claims about its address or TLS, which Jetty's forwarded-header
+/// handling would read (the gate passes the address it resolved instead). Headers the client
+/// names in `Connection` are the hop's too. Everything else passes as a proxy would pass it
+/// (`Authorization`, `User-Agent`, `X-Signal-Agent`, `X-Signal-Receive-Stories`, ...).
+const HOP_HEADERS: [&str; 20] = [
     "host",
     "connection",
     "upgrade",
@@ -59,6 +62,9 @@ const HOP_HEADERS: [&str; 17] = [
     "forwarded",
     "x-real-ip",
     "x-forwarded-for",
+    "x-proxied-https",
+    "proxy-auth-cert",
+    "proxy-ssl-id",
 ];
 
 /// `GET /v1/websocket/`: relays the socket to signal-server, guarding every client frame.
@@ -97,10 +103,7 @@ pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) ->
     } else {
         Upstream::Waiting(Box::new(target))
     };
-    let stream = stream
-        .max_frame_size(MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME_BYTES);
+    let stream = stream.max_frame_size(MAX_FRAME_BYTES);
     let block = address.block_label();
     actix_web::rt::spawn(relay(session, stream, upstream, gate, block));
     response
@@ -158,10 +161,20 @@ impl UpstreamTarget {
             .map_err(|()| anyhow::anyhow!("cannot make a ws URL"))?;
         url.set_path(request.path());
         url.set_query(request.uri().query());
+        let named_in_connection: Vec<String> = request
+            .headers()
+            .get_all("connection")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|token| token.trim().to_ascii_lowercase())
+            .collect();
         let mut headers = HeaderMap::new();
         for (name, value) in request.headers() {
             let name = name.as_str();
-            if HOP_HEADERS.contains(&name) || name.starts_with("x-forwarded-") {
+            let hop = HOP_HEADERS.contains(&name)
+                || name.starts_with("x-forwarded-")
+                || named_in_connection.iter().any(|named| named == name);
+            if hop {
                 continue;
             }
             let name = HeaderName::from_bytes(name.as_bytes())?;
@@ -314,7 +327,7 @@ fn closing(code: u16) -> Next {
 
 async fn relay(
     mut client: Session,
-    mut from_client: actix_ws::AggregatedMessageStream,
+    mut from_client: actix_ws::MessageStream,
     mut upstream: Upstream,
     gate: Data<Gate>,
     block: String,
@@ -323,13 +336,22 @@ async fn relay(
         tokens: 2.0 * FRAMES_PER_SECOND,
         last: Instant::now(),
     };
+    let mut assembler = Assembler::new(MAX_FRAME_BYTES);
     loop {
         let next = tokio::select! {
             incoming = from_client.next() => match incoming {
-                Some(Ok(message)) => {
-                    let frame = ClientFrame { gate: &gate, block: &block, budget: &mut budget };
-                    frame.relay(message, &mut client, &mut upstream).await
-                }
+                // Every frame counts against the rate, fragments, pings and text included: any
+                // of them costs signal-server, or the gate, a frame.
+                Some(Ok(frame)) if !matches!(frame, actix_ws::Message::Close(_))
+                    && !budget.take() => closing(1008),
+                Some(Ok(frame)) => match assembler.push(frame) {
+                    Assembled::Whole(message) => {
+                        let frame = ClientFrame { gate: &gate, block: &block };
+                        frame.relay(message, &mut client, &mut upstream).await
+                    }
+                    Assembled::Partial => Next::Continue,
+                    Assembled::Refused(code) => closing(code),
+                },
                 _ => closing(1007),
             },
             outgoing = upstream.next() => match outgoing {
@@ -345,28 +367,21 @@ async fn relay(
     }
 }
 
-/// One frame from the client, with what deciding on it needs.
+/// One message from the client, with what deciding on it needs.
 struct ClientFrame<'a> {
     gate: &'a Gate,
     block: &'a str,
-    budget: &'a mut FrameBudget,
 }
 
 impl ClientFrame<'_> {
     async fn relay(
         self,
-        message: AggregatedMessage,
+        message: ClientMessage,
         client: &mut Session,
         upstream: &mut Upstream,
     ) -> Next {
-        // Every frame counts against the rate, pings and text included: any of them costs
-        // signal-server, or the gate, a frame.
-        let is_close = matches!(message, AggregatedMessage::Close(_));
-        if !is_close && !self.budget.take() {
-            return closing(1008);
-        }
         let forwarded = match message {
-            AggregatedMessage::Binary(bytes) => match guard(&bytes) {
+            ClientMessage::Binary(bytes) => match guard(&bytes) {
                 Guarded::Relay => upstream.send(Message::Binary(bytes)).await,
                 Guarded::Answer(frame) => {
                     let log = DecisionLog::new(Endpoint::Websocket, self.block.to_owned());
@@ -378,20 +393,18 @@ impl ClientFrame<'_> {
                 }
                 Guarded::Malformed => return closing(1007),
             },
-            AggregatedMessage::Text(text) => {
-                upstream.send(Message::Text(text.to_string().into())).await
-            }
+            ClientMessage::Text(text) => upstream.send(Message::Text(text.into())).await,
             // A waiting socket answers pings itself rather than connecting for them.
-            AggregatedMessage::Ping(bytes) if !upstream.is_open() => {
+            ClientMessage::Ping(bytes) if !upstream.is_open() => {
                 return match client.pong(&bytes).await {
                     Ok(()) => Next::Continue,
                     Err(_) => Next::Close(None),
                 };
             }
-            AggregatedMessage::Pong(_) if !upstream.is_open() => return Next::Continue,
-            AggregatedMessage::Ping(bytes) => upstream.send(Message::Ping(bytes)).await,
-            AggregatedMessage::Pong(bytes) => upstream.send(Message::Pong(bytes)).await,
-            AggregatedMessage::Close(reason) => {
+            ClientMessage::Pong(_) if !upstream.is_open() => return Next::Continue,
+            ClientMessage::Ping(bytes) => upstream.send(Message::Ping(bytes)).await,
+            ClientMessage::Pong(bytes) => upstream.send(Message::Pong(bytes)).await,
+            ClientMessage::Close(reason) => {
                 let frame = reason.map(|r| CloseFrame {
                     code: UpstreamCode::from(u16::from(r.code)),
                     reason: r.description.unwrap_or_default().into(),

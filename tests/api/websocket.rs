@@ -199,6 +199,7 @@ async fn an_unauthenticated_socket_reaches_signal_server_only_for_a_frame_it_mus
         ("x-signal-receive-stories", "true"),
         ("x-forwarded-for", "6.6.6.6"),
         ("x-real-ip", "6.6.6.6"),
+        ("x-proxied-https", "on"),
     ] {
         request
             .headers_mut()
@@ -219,6 +220,10 @@ async fn an_unauthenticated_socket_reaches_signal_server_only_for_a_frame_it_mus
         "{passed:?}"
     );
     assert!(!passed.contains(&"x-real-ip".to_owned()), "{passed:?}");
+    assert!(
+        !passed.contains(&"x-proxied-https".to_owned()),
+        "{passed:?}"
+    );
     // The tests' loopback peer is a trusted proxy, so the client is the address it names;
     // signal-server gets that one address, the gate's reading, and nothing the client wrote.
     let seen = app.signal.forwarded_for();
@@ -286,6 +291,27 @@ async fn frame_rate_and_size_are_bounded_per_connection() {
             }
         }
         assert_eq!(close_code(&mut socket).await, Some(1008), "flood {kind}");
+    }
+
+    // Fragments count too: empty continuation frames once went uncounted without end.
+    {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        let mut socket = connect(&app.url, Some("Basic dXNlcjpwYXNz")).await;
+        let _pushed = next_frame(&mut socket).await;
+        let first = Frame::message(Vec::new(), OpCode::Data(Data::Binary), false);
+        let _ = socket.send(Message::Frame(first)).await;
+        for _ in 0..300 {
+            let more = Frame::message(Vec::new(), OpCode::Data(Data::Continue), false);
+            if socket.send(Message::Frame(more)).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            close_code(&mut socket).await,
+            Some(1008),
+            "continuation flood"
+        );
     }
 
     let mut oversized = connect(&app.url, None).await;
