@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use crate::configuration::{HcaptchaSettings, OnError};
 use crate::decision::Reason;
 use crate::domain::{CaptchaToken, ClientAddress};
+use crate::telemetry;
 
 /// Tokens remembered for replay checks at most; beyond it moka keeps the most used.
 const SEEN_TOKENS_CAPACITY: u64 = 200_000;
@@ -168,7 +169,7 @@ impl CaptchaVerifier {
         let sending = self.client.post(self.verify_url.clone()).form(&form).send();
         let mut response = sending
             .await
-            .map_err(|e| unavailable("no answer", e.without_url().to_string()))?;
+            .map_err(|e| unavailable("no answer", telemetry::describe(e)))?;
         if response.status() != StatusCode::OK {
             return Err(unavailable("status", response.status().to_string()));
         }
@@ -176,7 +177,7 @@ impl CaptchaVerifier {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| unavailable("answer cut short", e.without_url().to_string()))?
+            .map_err(|e| unavailable("answer cut short", telemetry::describe(e)))?
         {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(unavailable(

@@ -64,50 +64,54 @@ fn ends_head(window: &mut u32, bytes: &[u8]) -> bool {
     false
 }
 
-/// Where a connection is between requests, for timing heads.
-enum HeadClock {
+/// Request heads of one connection, timed from their first byte.
+struct HeadClock {
+    limit: Duration,
+    stage: Stage,
+}
+
+/// Where a connection is between requests.
+enum Stage {
     /// Between requests: the clock starts with the first byte of the next head.
     Awaiting {
-        limit: Duration,
         deadline: Option<Pin<Box<Sleep>>>,
         /// The last four bytes read, to find the blank line that ends a head across reads.
         window: u32,
     },
     /// A head is complete; the request's body and answer are the handlers' to time.
-    InRequest { limit: Duration },
+    InRequest,
     /// Switched to the WebSocket protocol: no more heads.
     Upgraded,
 }
 
+const AWAITING: Stage = Stage::Awaiting {
+    deadline: None,
+    window: 0,
+};
+
 impl HeadClock {
     fn new(limit: Duration) -> HeadClock {
-        HeadClock::Awaiting {
+        HeadClock {
             limit,
-            deadline: None,
-            window: 0,
+            stage: AWAITING,
         }
     }
 
     /// Notes bytes read from the client; starts the clock on a head's first byte and stops it
     /// at the blank line that ends the head.
     fn read(&mut self, bytes: &[u8], cx: &mut Context<'_>) {
-        let HeadClock::Awaiting {
-            limit,
-            deadline,
-            window,
-        } = self
-        else {
+        let Stage::Awaiting { deadline, window } = &mut self.stage else {
             return;
         };
         if bytes.is_empty() {
             return;
         }
         if ends_head(window, bytes) {
-            *self = HeadClock::InRequest { limit: *limit };
+            self.stage = Stage::InRequest;
             return;
         }
         if deadline.is_none() {
-            let mut sleep = Box::pin(tokio::time::sleep(*limit));
+            let mut sleep = Box::pin(tokio::time::sleep(self.limit));
             // Polled once so that it wakes this connection when it runs out.
             let _ = sleep.as_mut().poll(cx);
             *deadline = Some(sleep);
@@ -119,16 +123,16 @@ impl HeadClock {
     fn wrote(&mut self, bytes: &[u8]) {
         let status = bytes.get(8..13);
         if status == Some(b" 101 ") {
-            *self = HeadClock::Upgraded;
-        } else if let (HeadClock::InRequest { limit }, false) = (&*self, status == Some(b" 100 ")) {
-            *self = HeadClock::new(*limit);
+            self.stage = Stage::Upgraded;
+        } else if matches!(self.stage, Stage::InRequest) && status != Some(b" 100 ") {
+            self.stage = AWAITING;
         }
     }
 
     /// Whether a started head has run out of time.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        match self {
-            HeadClock::Awaiting {
+        match &mut self.stage {
+            Stage::Awaiting {
                 deadline: Some(sleep),
                 ..
             } => sleep.as_mut().poll(cx).is_ready(),
@@ -322,10 +326,10 @@ mod tests {
     async fn the_head_clock_runs_between_requests_only() {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut clock = HeadClock::new(Duration::from_secs(5));
-        let is = |clock: &HeadClock| match clock {
-            HeadClock::Awaiting { deadline, .. } => ("awaiting", deadline.is_some()),
-            HeadClock::InRequest { .. } => ("in request", false),
-            HeadClock::Upgraded => ("upgraded", false),
+        let is = |clock: &HeadClock| match &clock.stage {
+            Stage::Awaiting { deadline, .. } => ("awaiting", deadline.is_some()),
+            Stage::InRequest => ("in request", false),
+            Stage::Upgraded => ("upgraded", false),
         };
         clock.read(b"POST /v1/register HTTP/1.1\r\nHost: x\r", &mut cx);
         assert_eq!(is(&clock), ("awaiting", true), "a head has started");

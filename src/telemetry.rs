@@ -20,3 +20,17 @@ pub fn init() {
         .with_writer(std::io::stdout)
         .init();
 }
+
+/// An HTTP client's error and its causes, for a log line, without the URL: a URL can name a
+/// session, and session ids are kept out of logs.
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::configuration::UpstreamSettings;
+use crate::telemetry;
 
 /// Largest upstream answer read; a session object is a few hundred bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -243,9 +244,9 @@ fn transport_error(error: reqwest::Error) -> UpstreamError {
         UpstreamError::Timeout
     } else if error.is_connect() {
         // The request never left: signal-server cannot have acted on it.
-        UpstreamError::Unavailable(describe(error))
+        UpstreamError::Unavailable(telemetry::describe(error))
     } else {
-        UpstreamError::Unreadable(describe(error))
+        UpstreamError::Unreadable(telemetry::describe(error))
     }
 }
 
@@ -259,20 +260,6 @@ fn parse_session(bytes: &[u8]) -> Result<UpstreamSession, UpstreamError> {
         ));
     }
     Ok(session)
-}
-
-/// The error and its causes, without the URL: the URL names the session, and session ids are
-/// kept out of logs.
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `Retry-After` in whole seconds, as signal-server writes it.

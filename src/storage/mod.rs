@@ -178,25 +178,23 @@ pub trait GateStore: Send + Sync {
     /// Removes what no decision can need any more.
     async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError>;
 
-    /// Codes sent in `[from, to)` within the scope, and how many of them were verified.
-    async fn send_stats(
-        &self,
-        scope: StatsScope,
-        from: u64,
-        to: u64,
-    ) -> Result<SendStats, StoreError>;
-
-    /// [`GateStore::send_stats`] of each scope, in order; a store may answer in one trip.
+    /// Codes sent in `[from, to)` within each scope, in order, and how many of them were
+    /// verified; a store may answer all the scopes in one trip.
     async fn send_stats_each(
         &self,
         scopes: &[StatsScope],
         from: u64,
         to: u64,
-    ) -> Result<Vec<SendStats>, StoreError> {
-        let mut each = Vec::with_capacity(scopes.len());
-        for scope in scopes {
-            each.push(self.send_stats(*scope, from, to).await?);
-        }
-        Ok(each)
+    ) -> Result<Vec<SendStats>, StoreError>;
+
+    /// [`GateStore::send_stats_each`] of one scope.
+    async fn send_stats(
+        &self,
+        scope: StatsScope,
+        from: u64,
+        to: u64,
+    ) -> Result<SendStats, StoreError> {
+        let mut each = self.send_stats_each(&[scope], from, to).await?;
+        Ok(each.pop().unwrap_or_default())
     }
 }

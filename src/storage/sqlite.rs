@@ -657,16 +657,6 @@ impl GateStore for SqliteStore {
         Ok(())
     }
 
-    async fn send_stats(
-        &self,
-        scope: StatsScope,
-        from: u64,
-        to: u64,
-    ) -> Result<SendStats, StoreError> {
-        let mut each = self.send_stats_each(&[scope], from, to).await?;
-        Ok(each.pop().unwrap_or_default())
-    }
-
     /// One statement for all the scopes: each is a round trip to SQLite's thread otherwise.
     async fn send_stats_each(
         &self,

@@ -100,6 +100,18 @@ async fn launch(vars: &HashMap<String, String>, clock: Arc<ManualClock>) -> (Str
 }
 
 impl TestApp {
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .expect("scraped")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// A second gate on the same database, the same emulators and the same clock: a restart.
     pub async fn restart(&self) -> TestApp {
         let (url, admin_url) = launch(&self.vars, Arc::clone(&self.clock)).await;

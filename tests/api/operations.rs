@@ -17,15 +17,7 @@ async fn metrics_count_each_decision_by_reason() {
         .post("/v1/register", &json!({"number": NUMBER}), "192.0.2.3")
         .await;
 
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.admin_url))
-        .send()
-        .await
-        .expect("scraped")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     assert!(text.contains("signal_gate_decisions_total{"), "{text}");
     for expected in [
         r#"{endpoint="register",outcome="approved",reason="approved"} 1"#,

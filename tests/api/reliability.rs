@@ -15,10 +15,9 @@ use crate::helpers::{
     BINARY, SITEKEY,
 };
 
-#[tokio::test]
-async fn a_locked_database_is_a_503_and_nothing_passes() {
-    let app = spawn_app_with(&[("SIGNAL_GATE_DATABASE__BUSY_TIMEOUT", "300ms")]).await;
-    let url = format!("sqlite://{}", app.database.display());
+/// A second connection holding the database's write lock until it rolls back.
+async fn lock_database(file: &std::path::Path) -> sqlx::SqliteConnection {
+    let url = format!("sqlite://{}", file.display());
     let mut locker = SqliteConnectOptions::from_str(&url)
         .expect("url")
         .connect()
@@ -28,6 +27,13 @@ async fn a_locked_database_is_a_503_and_nothing_passes() {
         .execute(&mut locker)
         .await
         .expect("lock");
+    locker
+}
+
+#[tokio::test]
+async fn a_locked_database_is_a_503_and_nothing_passes() {
+    let app = spawn_app_with(&[("SIGNAL_GATE_DATABASE__BUSY_TIMEOUT", "300ms")]).await;
+    let mut locker = lock_database(&app.database).await;
 
     let response = app.register(&spread_number(1), "192.0.2.1").await;
     assert_eq!(
@@ -58,16 +64,7 @@ async fn a_lock_shorter_than_the_busy_timeout_is_waited_for() {
         app.register(&spread_number(0), "192.0.2.1").await.status(),
         200
     );
-    let url = format!("sqlite://{}", app.database.display());
-    let mut locker = SqliteConnectOptions::from_str(&url)
-        .expect("url")
-        .connect()
-        .await
-        .expect("open");
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut locker)
-        .await
-        .expect("lock");
+    let mut locker = lock_database(&app.database).await;
     let unlocking = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sqlx::query("ROLLBACK")
@@ -520,15 +517,7 @@ async fn requests_the_http_parser_refuses_get_json_errors_with_stable_codes() {
         let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
         assert_eq!(body["code"], *code, "{request:?}");
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.admin_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let counted = metrics
         .lines()
         .find_map(|line| line.strip_prefix("signal_gate_malformed_http_total "))

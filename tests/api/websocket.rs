@@ -383,15 +383,7 @@ async fn verification_paths_over_http_are_refused_by_the_gate_and_counted() {
     let (status, body) = raw_request(&app.url, "GET", "/v1/elsewhere").await;
     assert_eq!((status, body.contains("not_found")), (404, true), "{body}");
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.admin_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let counted = metrics
         .lines()
         .find(|line| {
