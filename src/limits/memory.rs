@@ -1,55 +1,98 @@
-//! The in-memory [`LimitStore`]: one bounded moka cache per rule, holding each key's TAT.
+//! The in-memory [`LimitStore`]: one bounded cache per rule, holding each key's TAT.
 //!
-//! An entry that has been idle for a whole period holds no information (its bucket is full
-//! again), so each cache forgets keys after one period of idleness. When a cache is full, moka's
-//! TinyLFU admission keeps the keys that are used often; a key it pushes out while that key is
-//! still over its budget moves to a second cache that admits only such keys, so a flood of new
-//! keys (each of which has spent one unit, not its budget) cannot give a limited client a fresh
-//! budget. Pushing a limited key out of that second cache takes more limited keys than it holds.
-//! Whatever must survive a restart (send schedules, lockouts, wrong-code counts) lives in
-//! SQLite, not here.
+//! The caches are quick_cache's, not moka's (which the gate uses for its other caches): a moka
+//! entry costs about 330 bytes, in several allocations, and issue #6 allows a tracked key 300
+//! bytes; quick_cache keeps its entries in one slab per shard, about 75 - 110 bytes a key
+//! (docs/benchmarks.md). It hashes keys with std's keyed SipHash, so an attacker choosing
+//! addresses cannot aim them at one hash bucket.
+//!
+//! A cache holds at most `capacity` keys and has no timer: a key that has been idle for a
+//! whole period is simply a full bucket again, whatever its stored TAT says. quick_cache's
+//! eviction (S3-FIFO-like) admits a new key to a small cold queue and moves it to the hot one
+//! only when it is used again, so a flood of one-off keys cycles through the cold queue while
+//! the keys being limited, which keep coming back, stay hot. A key pushed out while it is still
+//! over its budget moves to a second cache that admits only such keys, so a flood of new keys
+//! cannot give a limited client a fresh budget either way; pushing a limited key out of that
+//! second cache takes more limited keys than it holds. Whatever must survive a restart (send
+//! schedules, lockouts, wrong-code counts) lives in SQLite, not here.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
-use moka::sync::Cache;
-
-use std::sync::Arc;
+use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult};
+use quick_cache::{Lifecycle, OptionsBuilder, UnitWeighter};
 
 use crate::clock::Clock;
 
 use super::{Gcra, LimitKey, LimitRule, LimitStore, Rate, Verdict};
 
+/// Keys and their TATs, at most a set number of them.
+type TatCache<L> = Cache<LimitKey, u64, UnitWeighter, RandomState, L>;
+
+/// The eviction hook of a rule's main cache: keys pushed out while over budget are kept.
+#[derive(Clone)]
+struct KeepLimited {
+    gcra: Gcra,
+    clock: Arc<dyn Clock>,
+    limited: Arc<TatCache<DefaultLifecycle<LimitKey, u64>>>,
+}
+
+impl Lifecycle<LimitKey, u64> for KeepLimited {
+    type RequestState = ();
+
+    fn begin_request(&self) {}
+
+    fn on_evict(&self, _: &mut (), key: LimitKey, tat: u64) {
+        if self.gcra.decide(Some(tat), self.clock.now_ms()).is_err() {
+            self.limited.insert(key, tat);
+        }
+    }
+}
+
+/// A cache of at most `capacity` keys (at least one).
+fn bounded<L>(capacity: u64, lifecycle: L) -> TatCache<L>
+where
+    L: Lifecycle<LimitKey, u64> + Clone,
+{
+    let capacity = capacity.max(1);
+    let options = OptionsBuilder::new()
+        .estimated_items_capacity(usize::try_from(capacity).unwrap_or(usize::MAX))
+        .weight_capacity(capacity)
+        .build();
+    match options {
+        Ok(options) => Cache::with_options(options, UnitWeighter, RandomState::new(), lifecycle),
+        // Only a missing capacity fails, and both are set above.
+        Err(_) => Cache::with(
+            capacity as usize,
+            capacity,
+            UnitWeighter,
+            RandomState::new(),
+            lifecycle,
+        ),
+    }
+}
+
 struct RuleCache {
     gcra: Gcra,
-    tats: Cache<LimitKey, u64>,
+    tats: TatCache<KeepLimited>,
     /// Keys pushed out of `tats` while over their budget.
-    limited: Cache<LimitKey, u64>,
+    limited: Arc<TatCache<DefaultLifecycle<LimitKey, u64>>>,
 }
 
 impl RuleCache {
     fn new(rate: Rate, capacity: u64, clock: Arc<dyn Clock>) -> RuleCache {
         let gcra = Gcra::from(rate);
-        let limited: Cache<LimitKey, u64> = Cache::builder()
-            .max_capacity(capacity)
-            .time_to_live(rate.period())
-            .build();
-        let keep = limited.clone();
-        let tats = Cache::builder()
-            .max_capacity(capacity)
-            .time_to_idle(rate.period())
-            .eviction_listener(move |key: Arc<LimitKey>, tat: u64, cause| {
-                let over_budget = gcra.decide(Some(tat), clock.now_ms()).is_err();
-                if cause == RemovalCause::Size && over_budget {
-                    keep.insert(*key, tat);
-                }
-            })
-            .build();
+        let limited = Arc::new(bounded(capacity, DefaultLifecycle::default()));
+        let keep = KeepLimited {
+            gcra,
+            clock,
+            limited: Arc::clone(&limited),
+        };
         RuleCache {
             gcra,
-            tats,
+            tats: bounded(capacity, keep),
             limited,
         }
     }
@@ -57,6 +100,34 @@ impl RuleCache {
     /// The key's TAT, from the main cache or, failing that, the limited keys.
     fn tat_of(&self, key: LimitKey) -> Option<u64> {
         self.tats.get(&key).or_else(|| self.limited.get(&key))
+    }
+
+    /// Decides and, when the request fits, spends, as one step under the key's shard lock.
+    fn spend(&self, key: LimitKey, now_ms: u64) -> Verdict {
+        let known = self.tats.entry(&key, None, |_, tat| {
+            let decision = self.gcra.decide(Some(*tat), now_ms);
+            if let Ok(next_tat) = decision {
+                *tat = next_tat;
+            }
+            EntryAction::Retain(verdict_of(decision))
+        });
+        match known {
+            EntryResult::Retained(verdict) => verdict,
+            EntryResult::Vacant(slot) => {
+                // Not in the main cache; it may have been pushed out while limited.
+                let decision = self.gcra.decide(self.limited.get(&key), now_ms);
+                if let Ok(next_tat) = decision {
+                    // Fails only when the key was removed meanwhile; the spend still counts.
+                    let _ = slot.insert(next_tat);
+                }
+                verdict_of(decision)
+            }
+            // The callback above only retains, and without a timeout nothing times out; were
+            // it otherwise, decide without spending rather than guess.
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                verdict_of(self.gcra.decide(self.tat_of(key), now_ms))
+            }
+        }
     }
 }
 
@@ -85,33 +156,11 @@ impl MemoryLimitStore {
         let Some(cache) = self.rules.get(&rule) else {
             return Verdict::Allowed;
         };
-        if !spend {
-            return verdict_of(cache.gcra.decide(cache.tat_of(key), now_ms));
+        if spend {
+            cache.spend(key, now_ms)
+        } else {
+            verdict_of(cache.gcra.decide(cache.tat_of(key), now_ms))
         }
-        let mut verdict = Verdict::Allowed;
-        let result = cache.tats.entry(key).and_compute_with(|entry| {
-            let tat = entry
-                .map(|e| e.into_value())
-                .or_else(|| cache.limited.get(&key));
-            match cache.gcra.decide(tat, now_ms) {
-                Ok(next_tat) => Op::Put(next_tat),
-                Err(retry_after_ms) => {
-                    verdict = Verdict::Refused { retry_after_ms };
-                    Op::Nop
-                }
-            }
-        });
-        debug_assert!(matches!(
-            (&result, verdict),
-            (
-                CompResult::Inserted(_) | CompResult::ReplacedWith(_),
-                Verdict::Allowed
-            ) | (
-                CompResult::Unchanged(_) | CompResult::StillNone(_),
-                Verdict::Refused { .. }
-            )
-        ));
-        verdict
     }
 }
 
@@ -136,9 +185,10 @@ impl LimitStore for MemoryLimitStore {
         let Some(cache) = self.rules.get(&rule) else {
             return;
         };
-        cache.tats.entry(key).and_compute_with(|entry| match entry {
-            Some(entry) => Op::Put(cache.gcra.refund(entry.into_value(), now_ms)),
-            None => Op::Nop,
+        // A key no longer cached has nothing to give back; its placeholder is dropped unused.
+        let _ = cache.tats.entry(&key, None, |_, tat| {
+            *tat = cache.gcra.refund(*tat, now_ms);
+            EntryAction::Retain(())
         });
     }
 
@@ -146,7 +196,7 @@ impl LimitStore for MemoryLimitStore {
         let mut counts: Vec<_> = self
             .rules
             .iter()
-            .map(|(rule, c)| (*rule, c.tats.entry_count()))
+            .map(|(rule, c)| (*rule, c.tats.len() as u64))
             .collect();
         counts.sort_by_key(|(rule, _)| rule.name());
         counts
@@ -235,13 +285,9 @@ mod tests {
                 );
             }
         }
-        let cache = &limits.rules[&rule].tats;
-        cache.run_pending_tasks();
-        assert!(
-            cache.entry_count() <= 1_000,
-            "bounded: {}",
-            cache.entry_count()
-        );
+        let cache = &limits.rules[&rule];
+        let held = cache.tats.len() + cache.limited.len();
+        assert!(held <= 2_000, "bounded: {held}");
         assert!(matches!(
             limits.decide(rule, 7, 0, true),
             Verdict::Refused { .. }
@@ -262,9 +308,6 @@ mod tests {
             let _ = limits.decide(rule, 1_000_000 + key, 0, false);
             let _ = limits.decide(rule, 1_000_000 + key, 0, true);
         }
-        let cache = &limits.rules[&rule];
-        cache.tats.run_pending_tasks();
-        cache.limited.run_pending_tasks();
         assert!(matches!(
             limits.decide(rule, 7, 0, true),
             Verdict::Refused { .. }

@@ -6,7 +6,7 @@ use crate::decision::{DecisionLog, Reason};
 use crate::domain::{ClientAddress, PhoneNumber};
 use crate::gate::{limit_key_of, Gate, NumberKeys};
 use crate::limits::{LimitRule, Verdict};
-use crate::storage::{BlockRecord, SendWait, StatsScope};
+use crate::storage::{BlockRecord, ScheduleRead, SendWait, StatsScope};
 
 use super::error::storage_failed;
 use super::register::spend;
@@ -105,27 +105,13 @@ fn reason_of(rule: LimitRule) -> Reason {
     }
 }
 
-/// Before the captcha, `spend` false: looks at the number's budgets and send schedule, and
-/// refuses with the longest wait of those that refuse. After it, `spend` true: spends them.
-pub async fn number_budgets(
+/// Before the captcha: looks at the number's budgets and send schedule, and refuses with the
+/// longest wait of those that refuse. The schedule as read is returned for the claim.
+pub async fn peek_number_budgets(
     gate: &Gate,
     keys: &NumberKeys,
-    spend_them: bool,
     log: &mut DecisionLog,
-) -> Result<(), ApiError> {
-    if spend_them {
-        let budgets = number_budget_keys(keys);
-        for (spent, (rule, key)) in budgets.iter().enumerate() {
-            if let Err(refusal) = spend(gate, *rule, *key, reason_of(*rule), log).await {
-                // The budgets spent before this one paid for nothing.
-                for (rule, key) in &budgets[..spent] {
-                    gate.limits.refund(*rule, *key, gate.now_ms()).await;
-                }
-                return Err(refusal);
-            }
-        }
-        return Ok(());
-    }
+) -> Result<ScheduleRead, ApiError> {
     let now = gate.now_ms();
     let mut longest: Option<(u64, Reason)> = None;
     for (rule, key) in number_budget_keys(keys) {
@@ -133,16 +119,37 @@ pub async fn number_budgets(
             longest = longest.max(Some((retry_after_ms, reason_of(rule))));
         }
     }
-    let blocked = gate
+    let read = gate
         .store
-        .send_blocked_until(&keys.hash, now)
+        .read_schedule(&keys.hash, now)
         .await
         .map_err(storage_failed)?;
-    let schedule = blocked.map(|wait| (wait.until().saturating_sub(now), reason_of_wait(wait)));
-    match longest.max(schedule) {
-        Some((wait, reason)) => gate.refuse(ApiError::rate_limited(reason, wait), log),
-        None => Ok(()),
+    let schedule = read
+        .wait
+        .map(|wait| (wait.until().saturating_sub(now), reason_of_wait(wait)));
+    if let Some((wait, reason)) = longest.max(schedule) {
+        gate.refuse(ApiError::rate_limited(reason, wait), log)?;
     }
+    Ok(read)
+}
+
+/// After the captcha: spends the number's prefix and country budgets, or none of them.
+pub async fn spend_number_budgets(
+    gate: &Gate,
+    keys: &NumberKeys,
+    log: &mut DecisionLog,
+) -> Result<(), ApiError> {
+    let budgets = number_budget_keys(keys);
+    for (spent, (rule, key)) in budgets.iter().enumerate() {
+        if let Err(refusal) = spend(gate, *rule, *key, reason_of(*rule), log).await {
+            // The budgets spent before this one paid for nothing.
+            for (rule, key) in &budgets[..spent] {
+                gate.limits.refund(*rule, *key, gate.now_ms()).await;
+            }
+            return Err(refusal);
+        }
+    }
+    Ok(())
 }
 
 /// Sequential-number floods and SMS pumping, judged on requests that passed the captcha.

@@ -6,19 +6,22 @@
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::join;
 use serde::{Deserialize, Serialize};
 
 use super::body::{parse_json, read_bounded};
-use super::checks::{check_address, check_destination, detect_abuse, number_budgets};
+use super::checks::{
+    check_address, check_destination, detect_abuse, peek_number_budgets, spend_number_budgets,
+};
 use super::error::{storage_failed, upstream_failed};
 use super::ApiError;
 use crate::captcha::CaptchaPass;
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{counting_outbound, DecisionLog, Endpoint, Reason};
-use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, PhoneNumber};
+use crate::domain::{CaptchaToken, CaptchaTokenError, ClientAddress, PhoneNumber, SessionHash};
 use crate::gate::{client_context, Gate, NumberKeys, SESSION_LIFETIME};
 use crate::limits::{LimitRule, Verdict};
-use crate::storage::{SendClaim, SendRecord};
+use crate::storage::{ScheduleRead, SendClaim, SendRecord};
 use crate::upstream::{UpstreamError, UpstreamSession};
 
 #[derive(Deserialize)]
@@ -82,7 +85,7 @@ async fn run(
     let keys = gate.number_keys(&parsed.number);
     log.number(keys.hash.short(), parsed.number.calling_code());
     check_destination(gate, &parsed.number, &keys, log)?;
-    number_budgets(gate, &keys, false, log).await?;
+    let schedule = peek_number_budgets(gate, &keys, log).await?;
 
     // The captcha's age is measured against hCaptcha's wall clock, not the decision clock.
     let verifying = gate
@@ -95,8 +98,8 @@ async fn run(
     }
 
     detect_abuse(gate, &parsed.number, address, &keys, log).await?;
-    number_budgets(gate, &keys, true, log).await?;
-    let claim = match claim_send(gate, &keys, log).await {
+    spend_number_budgets(gate, &keys, log).await?;
+    let claim = match claim_send(gate, &keys, &schedule, log).await {
         Ok(claim) => claim,
         Err(error) => {
             // Refused by the schedule: the prefix and country paid for a code never sent.
@@ -115,7 +118,6 @@ async fn run(
             return Err(failure.error);
         }
     };
-    record_send(gate, &session, &keys, address).await;
     Ok(RegisterResponse {
         session_id: session.id,
         next_sms: session.next_sms,
@@ -175,10 +177,11 @@ pub(super) async fn spend(
 async fn claim_send(
     gate: &Gate,
     keys: &NumberKeys,
+    seen: &ScheduleRead,
     log: &mut DecisionLog,
 ) -> Result<Option<SendClaim>, ApiError> {
     let now = gate.now_ms();
-    let claiming = gate.store.claim_send(&keys.hash, now);
+    let claiming = gate.store.claim_send(&keys.hash, now, Some(seen));
     match gate
         .metrics
         .storage(claiming)
@@ -212,12 +215,12 @@ async fn give_back(gate: &Gate, claim: Option<&SendClaim>, keys: &NumberKeys) {
 /// Notes the code for pumping statistics; a failure here costs only statistics.
 async fn record_send(
     gate: &Gate,
-    session: &UpstreamSession,
+    session: SessionHash,
     keys: &NumberKeys,
     address: &ClientAddress,
 ) {
     let record = SendRecord {
-        session: gate.number_key.hash_session(&session.id),
+        session,
         sent_at: gate.now_ms(),
         calling_code: keys.calling_code,
         prefix: keys.prefix,
@@ -227,6 +230,13 @@ async fn record_send(
     };
     if let Err(error) = gate.store.record_send(&record).await {
         tracing::error!(error = %error, "could not record a send for pumping statistics");
+    }
+}
+
+/// Takes back the note of a code that signal-server certainly did not send.
+async fn forget_send(gate: &Gate, session: &SessionHash) {
+    if let Err(error) = gate.store.forget_send(session).await {
+        tracing::error!(error = %error, "could not remove the record of a send that failed");
     }
 }
 
@@ -246,6 +256,12 @@ impl From<ApiError> for SendFailure {
 }
 
 /// Creates the upstream session, hands over the gate's captcha and asks for the code.
+///
+/// The gate's own writes run while signal-server answers, not before or after it: the session
+/// is stored during the captcha hand-over, and the send noted during the code request. The
+/// code is requested only once the session is stored, so a client is never sent a code it
+/// could not verify through the gate; a send noted for a request that certainly failed is
+/// taken back.
 async fn send_code(
     request: &HttpRequest,
     gate: &Gate,
@@ -266,28 +282,41 @@ async fn send_code(
     let recording = gate
         .store
         .create_session(&session_hash, &keys.hash, now, expires_at);
-    metrics.storage(recording).await.map_err(storage_failed)?;
     let handing_over = upstream.submit_captcha(&session.id, context);
-    metrics
-        .upstream("submit_captcha", handing_over)
-        .await
-        .map_err(|e| match e {
-            // A 4xx here means signal-server refused the gate's own captcha string: a setup
-            // fault, not the client's.
-            UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
-                tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
-                ApiError::refuse(Reason::UpstreamUnavailable)
-            }
-            other => upstream_failed("hand over the captcha", &other),
-        })?;
+    let (recorded, handed_over) = join(
+        metrics.storage(recording),
+        metrics.upstream("submit_captcha", handing_over),
+    )
+    .await;
+    recorded.map_err(storage_failed)?;
+    handed_over.map_err(|e| match e {
+        // A 4xx here means signal-server refused the gate's own captcha string: a setup
+        // fault, not the client's.
+        UpstreamError::Rejected { status, .. } if status.as_u16() != 429 => {
+            tracing::error!(error = %e, "signal-server refused SIGNAL_GATE_UPSTREAM__CAPTCHA");
+            ApiError::refuse(Reason::UpstreamUnavailable)
+        }
+        other => upstream_failed("hand over the captcha", &other),
+    })?;
     let requesting = upstream.request_code(&session.id, parsed.transport, &parsed.client, context);
-    let mut answer = metrics
-        .upstream("request_code", requesting)
-        .await
-        .map_err(|e| SendFailure {
-            code_may_be_out: e.may_have_acted(),
-            error: upstream_failed("request code", &e),
-        })?;
+    let (_, requested) = join(
+        record_send(gate, session_hash, keys, address),
+        metrics.upstream("request_code", requesting),
+    )
+    .await;
+    let mut answer = match requested {
+        Ok(answer) => answer,
+        Err(e) => {
+            let code_may_be_out = e.may_have_acted();
+            if !code_may_be_out {
+                forget_send(gate, &session_hash).await;
+            }
+            return Err(SendFailure {
+                code_may_be_out,
+                error: upstream_failed("request code", &e),
+            });
+        }
+    };
     // The client gets the id the gate stored, whatever the code request's answer says.
     answer.id = session.id;
     Ok(answer)

@@ -187,12 +187,12 @@ async fn claim_guess(
         }
         Err(GuessRefusal::SessionSpent) => {
             // The way on is a new code in a new session: say when the number may get one.
-            let open_at = gate
+            let schedule = gate
                 .store
-                .send_blocked_until(number, now)
+                .read_schedule(number, now)
                 .await
                 .map_err(storage_failed)?;
-            let wait = open_at.map_or(0, |at| at.until().saturating_sub(now));
+            let wait = schedule.wait.map_or(0, |at| at.until().saturating_sub(now));
             ApiError::rate_limited(Reason::WrongCodesPerSession, wait)
         }
     };

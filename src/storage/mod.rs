@@ -29,6 +29,15 @@ pub struct SendClaim {
     pub after: SendState,
 }
 
+/// A number's send schedule as one read found it. A claim made from it
+/// ([`GateStore::claim_send`]) is written only if the row still holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduleRead {
+    pub state: Option<SendState>,
+    /// When the number may next be sent a code, if not at the time of reading.
+    pub wait: Option<SendWait>,
+}
+
 /// One wrong-code unit taken from a session's and a number's budgets before the code is
 /// checked, to be given back if the code was right or was never checked.
 #[derive(Clone, Debug)]
@@ -107,19 +116,21 @@ impl StatsScope {
 
 #[async_trait]
 pub trait GateStore: Send + Sync {
-    /// When the number may next be sent a code, if not now; spends nothing.
-    async fn send_blocked_until(
+    /// The number's schedule, and when it may next be sent a code if not now; spends nothing.
+    async fn read_schedule(
         &self,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Option<SendWait>, StoreError>;
+    ) -> Result<ScheduleRead, StoreError>;
 
     /// Takes the next send slot of the number's schedule in one atomic step, or says when the
-    /// next one opens.
+    /// next one opens. `seen`, a read made earlier in the same request, spares reading the
+    /// schedule again when the row has not changed since; when it has, the store reads it.
     async fn claim_send(
         &self,
         number: &NumberHash,
         now: u64,
+        seen: Option<&ScheduleRead>,
     ) -> Result<Result<SendClaim, SendWait>, StoreError>;
 
     /// Gives a claimed slot back because no code was sent.
@@ -173,7 +184,11 @@ pub trait GateStore: Send + Sync {
 
     async fn active_blocks(&self, now: u64) -> Result<Vec<BlockRecord>, StoreError>;
 
+    /// Notes a code for pumping statistics, once per session.
     async fn record_send(&self, send: &SendRecord) -> Result<(), StoreError>;
+
+    /// Takes back the note of a code that was never sent.
+    async fn forget_send(&self, session: &SessionHash) -> Result<(), StoreError>;
 
     /// Removes what no decision can need any more.
     async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError>;

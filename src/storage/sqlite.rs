@@ -16,8 +16,8 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::policy::{GuessState, SendState};
 use super::{
-    BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, Pruned, Retention, SendClaim,
-    SendRecord, SendSchedule, SendWait, SessionRecord, StatsScope, StoreError,
+    BlockRecord, GateStore, GuessBudget, GuessClaim, GuessRefusal, Pruned, Retention, ScheduleRead,
+    SendClaim, SendRecord, SendSchedule, SendWait, SessionRecord, StatsScope, StoreError,
 };
 use crate::abuse::{BlockKind, SendStats};
 use crate::domain::{NumberHash, SessionHash};
@@ -193,6 +193,38 @@ fn as_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// Writes `after` as the number's schedule if the row still holds `before` (no row for
+/// `None`), in one statement; false when it does not.
+async fn swap_send_state(
+    conn: &mut SqliteConnection,
+    number: &NumberHash,
+    before: Option<SendState>,
+    after: SendState,
+) -> Result<bool, sqlx::Error> {
+    let statement = match before {
+        None => {
+            "INSERT INTO send_schedules (number_hash, window_start, sends, next_send_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (number_hash) DO NOTHING"
+        }
+        Some(_) => {
+            "UPDATE send_schedules SET window_start = ?2, sends = ?3, next_send_at = ?4
+             WHERE number_hash = ?1 AND window_start = ?5 AND sends = ?6 AND next_send_at = ?7"
+        }
+    };
+    let seen = before.unwrap_or(after);
+    let written = sqlx::query(statement)
+        .bind(&number.as_bytes()[..])
+        .bind(as_i64(after.window_start))
+        .bind(i64::from(after.sends))
+        .bind(as_i64(after.next_send_at))
+        .bind(as_i64(seen.window_start))
+        .bind(i64::from(seen.sends))
+        .bind(as_i64(seen.next_send_at))
+        .execute(&mut *conn)
+        .await?;
+    Ok(written.rows_affected() == 1)
+}
+
 fn send_state(row: &sqlx::sqlite::SqliteRow) -> Result<SendState, sqlx::Error> {
     Ok(SendState {
         window_start: as_u64(row.try_get("window_start")?),
@@ -283,27 +315,36 @@ impl SqliteStore {
         .await?;
         row.as_ref().map(send_state).transpose()
     }
-}
 
-#[async_trait]
-impl GateStore for SqliteStore {
-    async fn send_blocked_until(
+    /// Claims the slot after `before` if the row still holds `before`: `Err(Some(wait))` when
+    /// the schedule refuses, `Err(None)` when the row holds something else.
+    async fn claim_from(
         &self,
+        conn: &mut SqliteConnection,
         number: &NumberHash,
         now: u64,
-    ) -> Result<Option<SendWait>, StoreError> {
-        self.file_intact()?;
-        let mut conn = self.pool.acquire().await?;
-        let state = self.read_send_state(&mut conn, number).await?;
-        Ok(self.schedule.decide(state, now).err())
+        before: Option<SendState>,
+    ) -> Result<Result<SendClaim, Option<SendWait>>, sqlx::Error> {
+        let after = match self.schedule.decide(before, now) {
+            Ok(after) => after,
+            Err(wait) => return Ok(Err(Some(wait))),
+        };
+        if !swap_send_state(conn, number, before, after).await? {
+            return Ok(Err(None));
+        }
+        Ok(Ok(SendClaim {
+            number: *number,
+            before,
+            after,
+        }))
     }
 
-    async fn claim_send(
+    /// The claim as one write transaction, for when the row changed between read and write.
+    async fn claim_send_in_transaction(
         &self,
         number: &NumberHash,
         now: u64,
     ) -> Result<Result<SendClaim, SendWait>, StoreError> {
-        self.file_intact()?;
         let mut tx = WriteTransaction::begin(&self.pool).await?;
         let before = self.read_send_state(&mut tx, number).await?;
         let after = match self.schedule.decide(before, now) {
@@ -331,6 +372,53 @@ impl GateStore for SqliteStore {
             before,
             after,
         }))
+    }
+}
+
+#[async_trait]
+impl GateStore for SqliteStore {
+    async fn read_schedule(
+        &self,
+        number: &NumberHash,
+        now: u64,
+    ) -> Result<ScheduleRead, StoreError> {
+        self.file_intact()?;
+        let mut conn = self.pool.acquire().await?;
+        let state = self.read_send_state(&mut conn, number).await?;
+        Ok(ScheduleRead {
+            state,
+            wait: self.schedule.decide(state, now).err(),
+        })
+    }
+
+    /// One statement on one connection when `seen` still holds, two when the schedule must be
+    /// read: the new state is written only if the row holds what was read. The four of a
+    /// write transaction (BEGIN, SELECT, UPSERT, COMMIT) were half of an approved register's
+    /// time in the gate (docs/benchmarks.md). The pool's one connection is held throughout,
+    /// so within the process only this request can change the row; when another process
+    /// (`signal-gate admin`) did, the claim is made again inside a transaction.
+    async fn claim_send(
+        &self,
+        number: &NumberHash,
+        now: u64,
+        seen: Option<&ScheduleRead>,
+    ) -> Result<Result<SendClaim, SendWait>, StoreError> {
+        self.file_intact()?;
+        let mut conn = self.pool.acquire().await?;
+        if let Some(read) = seen {
+            if let Ok(claim) = self.claim_from(&mut conn, number, now, read.state).await? {
+                return Ok(Ok(claim));
+            }
+        }
+        let before = self.read_send_state(&mut conn, number).await?;
+        match self.claim_from(&mut conn, number, now, before).await? {
+            Ok(claim) => Ok(Ok(claim)),
+            Err(Some(wait)) => Ok(Err(wait)),
+            Err(None) => {
+                drop(conn);
+                self.claim_send_in_transaction(number, now).await
+            }
+        }
     }
 
     async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError> {
@@ -657,6 +745,14 @@ impl GateStore for SqliteStore {
         Ok(())
     }
 
+    async fn forget_send(&self, session: &SessionHash) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sends WHERE session_hash = ?")
+            .bind(&session.as_bytes()[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// One statement for all the scopes: each is a round trip to SQLite's thread otherwise.
     async fn send_stats_each(
         &self,
@@ -732,6 +828,51 @@ mod tests {
         SqliteStore::open(&url, Duration::from_secs(5), schedule, guesses)
             .await
             .expect("opens")
+    }
+
+    #[tokio::test]
+    async fn a_claim_from_an_outdated_read_is_made_from_what_the_row_holds_now() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path()).await;
+        let number = NumberKey::new("a key for the claim test, long enough to use")
+            .hash_number(&PhoneNumber::parse("+447400123456").expect("valid"));
+        let empty = store.read_schedule(&number, 0).await.expect("read");
+        assert_eq!(
+            empty,
+            ScheduleRead {
+                state: None,
+                wait: None
+            }
+        );
+
+        let first = store
+            .claim_send(&number, 0, Some(&empty))
+            .await
+            .expect("ran");
+        let first = first.expect("the first code may go");
+        // The same outdated read again: a blind write would start the schedule over.
+        let second = store
+            .claim_send(&number, 100_000, Some(&empty))
+            .await
+            .expect("ran")
+            .expect("the cooldown is over");
+        assert_eq!(second.before, Some(first.after));
+        assert_eq!(second.after.sends, 2);
+        let third = store.claim_send(&number, 100_001, Some(&empty)).await;
+        assert!(
+            matches!(third, Ok(Err(SendWait::Cooldown { .. }))),
+            "{third:?}"
+        );
+
+        // An outdated read that refuses does not stand once the row has been cleared.
+        let waiting = store.read_schedule(&number, 100_001).await.expect("read");
+        assert!(waiting.wait.is_some());
+        assert!(store.clear_number(&number).await.expect("cleared"));
+        let after_clear = store.claim_send(&number, 100_002, Some(&waiting)).await;
+        let claim = after_clear
+            .expect("ran")
+            .expect("a cleared number may get a code");
+        assert_eq!((claim.before, claim.after.sends), (None, 1));
     }
 
     #[tokio::test]
@@ -827,7 +968,7 @@ mod tests {
         let number = key.hash_number(&PhoneNumber::parse("+447400123456").expect("valid"));
         let session = key.hash_session("session-one");
         store
-            .claim_send(&number, 0)
+            .claim_send(&number, 0, None)
             .await
             .expect("db")
             .expect("slot");

@@ -302,3 +302,20 @@ pub fn unreachable_url() -> String {
     drop(closed);
     format!("http://127.0.0.1:{port}")
 }
+
+/// Rows in a table of the gate's database file, as a second, read-only connection sees them.
+pub async fn stored_rows(file: &std::path::Path, table: &str) -> i64 {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+            .expect("url")
+            .read_only(true);
+    let mut connection = options.connect().await.expect("a second connection");
+    let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut connection)
+        .await
+        .expect("counted");
+    connection.close().await.expect("closed");
+    count
+}

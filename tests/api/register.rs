@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use signal_gate::emulators::FaultMode;
 
-use crate::helpers::{error_of, spawn_app, spawn_app_with, spread_number, NUMBER, SITEKEY};
+use crate::helpers::{
+    error_of, spawn_app, spawn_app_with, spread_number, stored_rows, NUMBER, SITEKEY,
+};
 
 #[tokio::test]
 async fn a_legitimate_user_gets_one_code_for_the_canonical_number() {
@@ -544,6 +546,41 @@ async fn upstream_refusals_keep_their_status() {
     );
     // No code went out, so the number may ask again at once, by SMS.
     assert_eq!(app.register(NUMBER, "192.0.2.2").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_send_is_noted_for_pumping_unless_the_code_certainly_did_not_go_out() {
+    // The note is written while signal-server is asked for the code, and taken back when it
+    // refuses; a code request that timed out may have sent the code, so its note stays.
+    let app = spawn_app_with(&[("SIGNAL_GATE_UPSTREAM__TIMEOUT", "1s")]).await;
+    assert_eq!(
+        app.register(&spread_number(1), "192.0.2.1").await.status(),
+        200
+    );
+    assert_eq!(stored_rows(&app.database, "sends").await, 1);
+
+    let body = json!({"number": spread_number(2), "captcha": app.token(), "transport": "voice"});
+    let refused = app.post("/v1/register", &body, "192.0.2.2").await;
+    assert_eq!(refused.status(), 418);
+    assert_eq!(
+        stored_rows(&app.database, "sends").await,
+        1,
+        "refused: no note"
+    );
+    assert_eq!(
+        stored_rows(&app.database, "sessions").await,
+        2,
+        "the session is stored"
+    );
+
+    app.signal.set_mode(FaultMode::SlowCodes { millis: 1500 });
+    let timed_out = app.register(&spread_number(3), "192.0.2.3").await;
+    assert_eq!(timed_out.status(), 504);
+    assert_eq!(
+        stored_rows(&app.database, "sends").await,
+        2,
+        "timed out: noted"
+    );
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::helpers::{
-    error_of, spawn_app, spawn_app_with, spread_number, unreachable_serve_vars, ServeProcess,
-    BINARY, SITEKEY,
+    error_of, spawn_app, spawn_app_with, spread_number, stored_rows, unreachable_serve_vars,
+    ServeProcess, BINARY, SITEKEY,
 };
 
 /// A second connection holding the database's write lock until it rolls back.
@@ -319,7 +319,7 @@ async fn after_a_full_disk_is_freed_every_acknowledged_write_reaches_the_file() 
     );
 
     disk.free();
-    let stored_before = stored_schedules(&file).await;
+    let stored_before = stored_rows(&file, "send_schedules").await;
     for i in 500..503 {
         assert_eq!(
             register(i).await.status(),
@@ -328,24 +328,10 @@ async fn after_a_full_disk_is_freed_every_acknowledged_write_reaches_the_file() 
         );
     }
     assert_eq!(
-        stored_schedules(&file).await,
+        stored_rows(&file, "send_schedules").await,
         stored_before + 3,
         "another connection sees every acknowledged cooldown"
     );
-}
-
-/// Send schedules in the database file, as a second connection sees them.
-async fn stored_schedules(file: &std::path::Path) -> i64 {
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
-        .expect("url")
-        .read_only(true);
-    let mut connection = options.connect().await.expect("a second connection");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM send_schedules")
-        .fetch_one(&mut connection)
-        .await
-        .expect("counted");
-    connection.close().await.expect("closed");
-    count
 }
 
 #[tokio::test]
