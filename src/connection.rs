@@ -44,6 +44,10 @@ pub struct ClientConnection<T> {
     head: HeadClock,
 }
 
+/// A searcher for the blank line that ends a head, built once.
+static HEAD_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+
 /// Whether `bytes`, after the four bytes in `window`, hold the blank line that ends a head;
 /// `window` then holds the last four bytes seen.
 fn ends_head(window: &mut u32, bytes: &[u8]) -> bool {
@@ -55,7 +59,7 @@ fn ends_head(window: &mut u32, bytes: &[u8]) -> bool {
             return true;
         }
     }
-    if memmem::find(bytes, b"\r\n\r\n").is_some() {
+    if HEAD_END.find(bytes).is_some() {
         return true;
     }
     for byte in bytes.iter().skip(bytes.len().saturating_sub(4).max(3)) {
@@ -183,13 +187,19 @@ const BARE_ANSWERS: [(&[u8], u16, &str, &str); 3] = [
     ),
 ];
 
+/// Searchers for [`BARE_ANSWERS`], built once: building one for every write was 7% of a
+/// refusal's time under a flood (docs/benchmarks.md).
+static BARE_ANSWER_FINDERS: LazyLock<[memmem::Finder<'static>; 3]> =
+    LazyLock::new(|| BARE_ANSWERS.map(|answer| memmem::Finder::new(answer.0)));
+
 /// Where the first bare answer in `buf` starts, how long it is, and what replaces it.
 fn find_bare_answer(buf: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
-    let (start, answer) = BARE_ANSWERS
+    let (start, answer) = BARE_ANSWER_FINDERS
         .iter()
-        .filter_map(|answer| memmem::find(buf, answer.0).map(|start| (start, answer)))
+        .zip(&BARE_ANSWERS)
+        .filter_map(|(finder, answer)| finder.find(buf).map(|start| (start, answer)))
         .min_by_key(|(start, _)| *start)?;
-    let end = memmem::find(&buf[start..], b"\r\n\r\n")? + 4;
+    let end = HEAD_END.find(&buf[start..])? + 4;
     Some((start, end, json_answer(answer.1, answer.2, answer.3)))
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use super::{Endpoint, Reason};
+use crate::domain::ClientAddress;
 
 /// Refusal lines a second for one endpoint, reason and address block; 0 writes them all. One
 /// setting for the process, set at start-up.
@@ -58,23 +59,24 @@ fn current_second() -> u64 {
 }
 
 /// True when this refusal's line is written; counts it either way.
-pub fn admit(endpoint: Endpoint, reason: Reason, address_block: &str) -> bool {
+pub fn admit(endpoint: Endpoint, reason: Reason, address: &ClientAddress) -> bool {
     let limit = lines_per_second();
     if limit == 0 {
         return true;
     }
     let mut budget = current_budget();
     let crowded = budget.keys.len() >= KEYS_PER_SECOND;
-    let block = if crowded { "*" } else { address_block };
+    // The block itself, not its name, is hashed: the name is formatted once per key a second.
+    let block = (!crowded).then(|| address.block_key());
     let mut hasher = DefaultHasher::new();
-    (endpoint.as_str(), reason.as_str(), block).hash(&mut hasher);
+    (endpoint, reason, block).hash(&mut hasher);
     let written = budget
         .keys
         .entry(hasher.finish())
         .or_insert_with(|| Written {
             endpoint,
             reason,
-            address_block: block.to_owned(),
+            address_block: block.map_or_else(|| "*".to_owned(), |_| address.block_label()),
             lines: 0,
         });
     written.lines = written.lines.saturating_add(1);
@@ -121,18 +123,33 @@ fn report(budget: &mut Budget) {
 mod tests {
     use super::*;
 
+    fn address(text: &str) -> ClientAddress {
+        let ip = text.parse().expect("an address");
+        ClientAddress::resolve(ip, std::iter::empty(), &Default::default())
+    }
+
     #[test]
     fn a_key_writes_its_lines_and_other_keys_keep_theirs() {
         const LIMIT: u32 = 10;
         set_lines_per_second(LIMIT);
-        let block = "192.0.2.0/24 (log budget test)";
+        let block = &address("192.0.2.1");
+        let started = current_second();
         let mut admitted = 0;
         for _ in 0..100 {
             admitted += u32::from(admit(Endpoint::Register, Reason::RegisterPerIp, block));
         }
+        // Another address of the same block shares its budget, within the same second.
+        let neighbour = admit(
+            Endpoint::Register,
+            Reason::RegisterPerIp,
+            &address("192.0.2.9"),
+        );
+        if current_second() == started {
+            assert!(!neighbour, "one budget per block");
+        }
         // The run may cross into the next second once, which restores the budget once.
         assert!((LIMIT..=2 * LIMIT).contains(&admitted), "{admitted}");
-        let other = "198.51.100.0/24 (log budget test)";
+        let other = &address("2001:db8::1");
         assert!(admit(Endpoint::Register, Reason::RegisterPerIp, other));
         assert!(
             admit(Endpoint::Verify, Reason::VerifyPerIp, block),

@@ -9,6 +9,8 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::domain::ClientAddress;
+
 pub mod log_budget;
 
 tokio::task_local! {
@@ -151,7 +153,9 @@ impl Endpoint {
 /// What one request's log line says; filled in as the pipeline learns more.
 pub struct DecisionLog {
     endpoint: Endpoint,
-    address_block: String,
+    /// Named by its block in the line; formatted only for a line that is written, since under a
+    /// flood most are not.
+    address: ClientAddress,
     number: Option<String>,
     calling_code: Option<u16>,
     started: std::time::Instant,
@@ -160,10 +164,10 @@ pub struct DecisionLog {
 }
 
 impl DecisionLog {
-    pub fn new(endpoint: Endpoint, address_block: String) -> DecisionLog {
+    pub fn new(endpoint: Endpoint, address: ClientAddress) -> DecisionLog {
         DecisionLog {
             endpoint,
-            address_block,
+            address,
             number: None,
             calling_code: None,
             started: std::time::Instant::now(),
@@ -191,14 +195,14 @@ impl DecisionLog {
             "refused"
         };
         let endpoint = self.endpoint.as_str();
-        metrics.decision(endpoint, outcome, reason.as_str());
+        metrics.decision(self.endpoint, outcome, reason);
         for waived in &self.shadowed {
             metrics.shadowed(endpoint, waived.as_str());
         }
         let elapsed = self.started.elapsed();
         let outbound = OUTBOUND.try_with(Cell::get).unwrap_or_default();
         let refused = reason != Reason::Approved;
-        if refused && !log_budget::admit(self.endpoint, reason, &self.address_block) {
+        if refused && !log_budget::admit(self.endpoint, reason, &self.address) {
             return;
         }
         tracing::info!(
@@ -209,7 +213,7 @@ impl DecisionLog {
             status,
             number = self.number.as_deref().unwrap_or("-"),
             country = self.calling_code.unwrap_or(0),
-            address_block = %self.address_block,
+            address_block = %self.address.block_label(),
             would_refuse = %shadowed.join(","),
             elapsed_us = elapsed.as_micros() as u64,
             gate_us = elapsed.saturating_sub(outbound).as_micros() as u64,

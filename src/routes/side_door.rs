@@ -20,7 +20,7 @@ pub async fn unrouted(request: HttpRequest, payload: Payload, gate: Data<Gate>) 
         return not_found();
     }
     let address = gate.client_address(&request);
-    let log = DecisionLog::new(Endpoint::VerificationApi, address.block_label());
+    let log = DecisionLog::new(Endpoint::VerificationApi, address);
     log.finish(Reason::VerificationPath, 403, &gate.metrics);
     ApiError::refuse(Reason::VerificationPath).error_response()
 }

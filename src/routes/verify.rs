@@ -51,7 +51,7 @@ pub async fn verify(request: HttpRequest, payload: Payload, gate: Data<Gate>) ->
 
 async fn decide(request: HttpRequest, payload: Payload, gate: Data<Gate>) -> HttpResponse {
     let address = gate.client_address(&request);
-    let mut log = DecisionLog::new(Endpoint::Verify, address.block_label());
+    let mut log = DecisionLog::new(Endpoint::Verify, address);
     match run(&request, payload, &gate, &address, &mut log).await {
         Ok(answer) => {
             log.finish(Reason::Approved, 200, &gate.metrics);

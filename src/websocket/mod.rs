@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::decision::{DecisionLog, Endpoint, Reason};
-use crate::domain::{canonical_path, is_verification_path};
+use crate::domain::{canonical_path, is_verification_path, ClientAddress};
 use crate::gate::Gate;
 use fragments::{Assembled, Assembler, ClientMessage};
 use frames::WebSocketMessage;
@@ -104,8 +104,7 @@ pub async fn websocket(request: HttpRequest, body: Payload, gate: Data<Gate>) ->
         Upstream::Waiting(Box::new(target))
     };
     let stream = stream.max_frame_size(MAX_FRAME_BYTES);
-    let block = address.block_label();
-    actix_web::rt::spawn(relay(session, stream, upstream, gate, block));
+    actix_web::rt::spawn(relay(session, stream, upstream, gate, address));
     response
 }
 
@@ -330,7 +329,7 @@ async fn relay(
     mut from_client: actix_ws::MessageStream,
     mut upstream: Upstream,
     gate: Data<Gate>,
-    block: String,
+    address: ClientAddress,
 ) {
     let mut budget = FrameBudget {
         tokens: 2.0 * FRAMES_PER_SECOND,
@@ -346,7 +345,10 @@ async fn relay(
                     && !budget.take() => closing(1008),
                 Some(Ok(frame)) => match assembler.push(frame) {
                     Assembled::Whole(message) => {
-                        let frame = ClientFrame { gate: &gate, block: &block };
+                        let frame = ClientFrame {
+                            gate: &gate,
+                            address,
+                        };
                         frame.relay(message, &mut client, &mut upstream).await
                     }
                     Assembled::Partial => Next::Continue,
@@ -370,7 +372,7 @@ async fn relay(
 /// One message from the client, with what deciding on it needs.
 struct ClientFrame<'a> {
     gate: &'a Gate,
-    block: &'a str,
+    address: ClientAddress,
 }
 
 impl ClientFrame<'_> {
@@ -384,7 +386,7 @@ impl ClientFrame<'_> {
             ClientMessage::Binary(bytes) => match guard(&bytes) {
                 Guarded::Relay => upstream.send(Message::Binary(bytes)).await,
                 Guarded::Answer(frame) => {
-                    let log = DecisionLog::new(Endpoint::Websocket, self.block.to_owned());
+                    let log = DecisionLog::new(Endpoint::Websocket, self.address);
                     log.finish(Reason::WebsocketVerification, 403, &self.gate.metrics);
                     return match client.binary(frame).await {
                         Ok(()) => Next::Continue,
