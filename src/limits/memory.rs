@@ -12,8 +12,10 @@
 //! only when it is used again, so a flood of one-off keys cycles through the cold queue while
 //! the keys being limited, which keep coming back, stay hot. A key pushed out while it is still
 //! over its budget moves to a second cache that admits only such keys, so a flood of new keys
-//! cannot give a limited client a fresh budget either way; pushing a limited key out of that
-//! second cache takes more limited keys than it holds. Whatever must survive a restart (send
+//! cannot give a limited client a fresh budget either way. That second cache is mostly a queue:
+//! pushing a quiet limited key out of it takes about as many newer limited keys as it holds,
+//! each an address that has spent its own whole budget. A limited key that comes back goes to
+//! the main cache again. Whatever must survive a restart (send
 //! schedules, lockouts, wrong-code counts) lives in SQLite, not here.
 
 use std::collections::hash_map::RandomState;
@@ -51,8 +53,17 @@ impl Lifecycle<LimitKey, u64> for KeepLimited {
     }
 }
 
-/// A cache of at most `capacity` keys (at least one).
-fn bounded<L>(capacity: u64, lifecycle: L) -> TatCache<L>
+/// Share of a main cache for keys used more than once; the rest admits new keys. quick_cache's
+/// default: a flood of one-off keys cycles through the small rest.
+const MAIN_HOT_SHARE: f64 = 0.97;
+/// The same for the cache of limited keys, whose keys are mostly written once and read only if
+/// their client comes back: most of it is a queue, so a quiet limited key stays until about as
+/// many newer limited keys have followed it as the cache holds. With the default share it was
+/// pushed out after 3% of that (a test below).
+const LIMITED_HOT_SHARE: f64 = 0.1;
+
+/// A cache of at most `capacity` keys (at least one), `hot_share` of it for keys used again.
+fn bounded<L>(capacity: u64, hot_share: f64, lifecycle: L) -> TatCache<L>
 where
     L: Lifecycle<LimitKey, u64> + Clone,
 {
@@ -60,10 +71,11 @@ where
     let options = OptionsBuilder::new()
         .estimated_items_capacity(usize::try_from(capacity).unwrap_or(usize::MAX))
         .weight_capacity(capacity)
+        .hot_allocation(hot_share)
         .build();
     match options {
         Ok(options) => Cache::with_options(options, UnitWeighter, RandomState::new(), lifecycle),
-        // Only a missing capacity fails, and both are set above.
+        // Only a missing capacity fails, and both are set above; the share is a constant.
         Err(_) => Cache::with(
             capacity as usize,
             capacity,
@@ -84,7 +96,11 @@ struct RuleCache {
 impl RuleCache {
     fn new(rate: Rate, capacity: u64, clock: Arc<dyn Clock>) -> RuleCache {
         let gcra = Gcra::from(rate);
-        let limited = Arc::new(bounded(capacity, DefaultLifecycle::default()));
+        let limited = Arc::new(bounded(
+            capacity,
+            LIMITED_HOT_SHARE,
+            DefaultLifecycle::default(),
+        ));
         let keep = KeepLimited {
             gcra,
             clock,
@@ -92,7 +108,7 @@ impl RuleCache {
         };
         RuleCache {
             gcra,
-            tats: bounded(capacity, keep),
+            tats: bounded(capacity, MAIN_HOT_SHARE, keep),
             limited,
         }
     }
@@ -114,12 +130,16 @@ impl RuleCache {
         match known {
             EntryResult::Retained(verdict) => verdict,
             EntryResult::Vacant(slot) => {
-                // Not in the main cache; it may have been pushed out while limited.
-                let decision = self.gcra.decide(self.limited.get(&key), now_ms);
-                if let Ok(next_tat) = decision {
-                    // Fails only when the key was removed meanwhile; the spend still counts.
-                    let _ = slot.insert(next_tat);
-                }
+                // Not in the main cache; it may have been pushed out while limited. Either
+                // way it is in use again, so it goes back to the main cache.
+                let tat = self.limited.get(&key);
+                let decision = self.gcra.decide(tat, now_ms);
+                // Fails only when the key was removed meanwhile; the spend still counts.
+                let _ = match (decision, tat) {
+                    (Ok(next_tat), _) => slot.insert(next_tat),
+                    (Err(_), Some(limited_tat)) => slot.insert(limited_tat),
+                    (Err(_), None) => Ok(()),
+                };
                 verdict_of(decision)
             }
             // The callback above only retains, and without a timeout nothing times out; were
@@ -312,6 +332,27 @@ mod tests {
             limits.decide(rule, 7, 0, true),
             Verdict::Refused { .. }
         ));
+        assert!(matches!(
+            limits.decide(rule, 7, 0, false),
+            Verdict::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn a_quiet_limited_key_outlasts_as_many_newly_limited_keys_as_the_caches_hold() {
+        let rate = Rate::new(1, Duration::from_secs(3600));
+        let rule = LimitRule::RegisterPerAddress;
+        let limits = MemoryLimitStore::new(&[(rule, rate)], 1_000, Arc::new(ManualClock::at(0)));
+        let limit_key = |key: u128| {
+            let _ = limits.decide(rule, key, 0, true);
+            let _ = limits.decide(rule, key, 0, true);
+        };
+        // Both caches full of limited keys, as after a long attack from many addresses.
+        (0..3_000).for_each(|key| limit_key(1_000_000 + key));
+        limit_key(7);
+        // 1,500 more: the main cache's 1,000 and half the limited cache. With quick_cache's
+        // default share for the limited cache, 1,100 gave key 7 a fresh budget.
+        (0..1_500).for_each(|key| limit_key(5_000_000 + key));
         assert!(matches!(
             limits.decide(rule, 7, 0, false),
             Verdict::Refused { .. }
