@@ -133,11 +133,11 @@ impl Metrics {
         }
     }
 
-    /// Counts a decision; `outcome` follows from `reason`, so the pair names its counter.
-    pub fn decision(&self, endpoint: Endpoint, outcome: &'static str, reason: Reason) {
+    /// Counts a decision; the endpoint and reason name its counter.
+    pub fn decision(&self, endpoint: Endpoint, reason: Reason) {
         let labels = || DecisionLabels {
             endpoint: endpoint.as_str(),
-            outcome,
+            outcome: reason.outcome(),
             reason: reason.as_str(),
         };
         let (endpoint_index, reason_index) = (endpoint as usize, reason as usize);
@@ -229,10 +229,10 @@ mod tests {
     fn each_decision_is_counted_under_its_own_labels() {
         let metrics = Metrics::new();
         for _ in 0..3 {
-            metrics.decision(Endpoint::Register, "refused", Reason::RegisterPerIp);
+            metrics.decision(Endpoint::Register, Reason::RegisterPerIp);
         }
-        metrics.decision(Endpoint::Verify, "refused", Reason::RegisterPerIp);
-        metrics.decision(Endpoint::Register, "approved", Reason::Approved);
+        metrics.decision(Endpoint::Verify, Reason::RegisterPerIp);
+        metrics.decision(Endpoint::Register, Reason::Approved);
         let text = metrics.render(&[], 0);
         for (endpoint, outcome, reason, count) in [
             ("register", "refused", "register_per_ip", 3),

@@ -123,6 +123,17 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// `approved` or `refused`, as log lines and metrics name the outcome.
+    pub fn outcome(self) -> &'static str {
+        if self == Reason::Approved {
+            "approved"
+        } else {
+            "refused"
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -189,13 +200,9 @@ impl DecisionLog {
     /// Writes the one line of this decision.
     pub fn finish(&self, reason: Reason, status: u16, metrics: &crate::metrics::Metrics) {
         let shadowed: Vec<&str> = self.shadowed.iter().map(|r| r.as_str()).collect();
-        let outcome = if reason == Reason::Approved {
-            "approved"
-        } else {
-            "refused"
-        };
+        let outcome = reason.outcome();
         let endpoint = self.endpoint.as_str();
-        metrics.decision(self.endpoint, outcome, reason);
+        metrics.decision(self.endpoint, reason);
         for waived in &self.shadowed {
             metrics.shadowed(endpoint, waived.as_str());
         }

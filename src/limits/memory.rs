@@ -15,8 +15,8 @@
 //! cannot give a limited client a fresh budget either way. That second cache is mostly a queue:
 //! pushing a quiet limited key out of it takes about as many newer limited keys as it holds,
 //! each an address that has spent its own whole budget. A limited key that comes back goes to
-//! the main cache again. Whatever must survive a restart (send
-//! schedules, lockouts, wrong-code counts) lives in SQLite, not here.
+//! the main cache again. Whatever must survive a restart (send schedules, lockouts, wrong-code
+//! counts) lives in SQLite, not here.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;

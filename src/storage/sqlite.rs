@@ -193,30 +193,38 @@ fn as_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Writes `after` as the number's schedule if the row still holds `before` (no row for
-/// `None`), in one statement; false when it does not.
+/// Replaces the number's schedule `before` with `after` in one statement, if the row still
+/// holds `before`; `None` is no row. False when the row holds something else. Claims write a
+/// new state this way, and a release puts back the one its claim replaced.
 async fn swap_send_state(
     conn: &mut SqliteConnection,
     number: &NumberHash,
     before: Option<SendState>,
-    after: SendState,
+    after: Option<SendState>,
 ) -> Result<bool, sqlx::Error> {
-    let statement = match before {
-        None => {
+    // Both states are bound whatever the statement uses; a missing one is the other's copy.
+    let (Some(seen), Some(new)) = (before.or(after), after.or(before)) else {
+        return Ok(true);
+    };
+    let statement = match (before, after) {
+        (None, _) => {
             "INSERT INTO send_schedules (number_hash, window_start, sends, next_send_at)
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (number_hash) DO NOTHING"
         }
-        Some(_) => {
+        (Some(_), Some(_)) => {
             "UPDATE send_schedules SET window_start = ?2, sends = ?3, next_send_at = ?4
              WHERE number_hash = ?1 AND window_start = ?5 AND sends = ?6 AND next_send_at = ?7"
         }
+        (Some(_), None) => {
+            "DELETE FROM send_schedules
+             WHERE number_hash = ?1 AND window_start = ?5 AND sends = ?6 AND next_send_at = ?7"
+        }
     };
-    let seen = before.unwrap_or(after);
     let written = sqlx::query(statement)
         .bind(&number.as_bytes()[..])
-        .bind(as_i64(after.window_start))
-        .bind(i64::from(after.sends))
-        .bind(as_i64(after.next_send_at))
+        .bind(as_i64(new.window_start))
+        .bind(i64::from(new.sends))
+        .bind(as_i64(new.next_send_at))
         .bind(as_i64(seen.window_start))
         .bind(i64::from(seen.sends))
         .bind(as_i64(seen.next_send_at))
@@ -329,7 +337,7 @@ impl SqliteStore {
             Ok(after) => after,
             Err(wait) => return Ok(Err(Some(wait))),
         };
-        if !swap_send_state(conn, number, before, after).await? {
+        if !swap_send_state(conn, number, before, Some(after)).await? {
             return Ok(Err(None));
         }
         Ok(Ok(SendClaim {
@@ -423,30 +431,8 @@ impl GateStore for SqliteStore {
 
     async fn release_send(&self, claim: &SendClaim) -> Result<(), StoreError> {
         // Only undo our own write: the row must still hold exactly what the claim wrote.
-        let after = claim.after;
-        let statement = match claim.before {
-            None => {
-                "DELETE FROM send_schedules
-                     WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
-                       AND next_send_at = ?4"
-            }
-            Some(_) => {
-                "UPDATE send_schedules SET window_start = ?5, sends = ?6, next_send_at = ?7
-                        WHERE number_hash = ?1 AND window_start = ?2 AND sends = ?3
-                          AND next_send_at = ?4"
-            }
-        };
-        let before = claim.before.unwrap_or(after);
-        sqlx::query(statement)
-            .bind(&claim.number.as_bytes()[..])
-            .bind(as_i64(after.window_start))
-            .bind(i64::from(after.sends))
-            .bind(as_i64(after.next_send_at))
-            .bind(as_i64(before.window_start))
-            .bind(i64::from(before.sends))
-            .bind(as_i64(before.next_send_at))
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        swap_send_state(&mut conn, &claim.number, Some(claim.after), claim.before).await?;
         Ok(())
     }
 
